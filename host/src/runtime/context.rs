@@ -1,0 +1,111 @@
+//! The data of one plugin's wasmtime `Store`: WASI with every capability off,
+//! the memory limiter, and the buffers of the current call's effects.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::stdio::GuestOutput;
+use super::{Effects, Grants, StateStore};
+use crate::event::StoredEvent;
+
+/// What a store needs to know about the plugin it runs.
+pub struct PluginScope {
+    pub name: String,
+    pub grants: Grants,
+    /// Operator-supplied settings, served by the `config` import.
+    pub config: BTreeMap<String, String>,
+    pub state: Arc<dyn StateStore>,
+    pub max_event_bytes: usize,
+    pub max_emits_per_call: usize,
+}
+
+pub struct CallState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(super) stdout: GuestOutput,
+    pub(super) stderr: GuestOutput,
+    pub(super) scope: Arc<PluginScope>,
+    memory_limit: usize,
+    /// Set when a memory grow was refused, so the resulting trap is reported
+    /// as out-of-memory rather than as a generic trap.
+    pub(super) memory_exhausted: bool,
+    /// The event being handled; `None` during instantiation and `describe`.
+    pub(super) current: Option<CurrentCall>,
+    pub(super) effects: Effects,
+}
+
+pub struct CurrentCall {
+    pub event: Arc<StoredEvent>,
+}
+
+impl CallState {
+    pub fn new(scope: Arc<PluginScope>, memory_limit: usize) -> Self {
+        let stdout = GuestOutput::default();
+        let stderr = GuestOutput::default();
+        // No preopens, no env, no args, no network: the builder's defaults deny
+        // all of it; only the output streams are wired, to our capture.
+        let wasi = WasiCtxBuilder::new()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        CallState {
+            wasi,
+            table: ResourceTable::new(),
+            stdout,
+            stderr,
+            scope,
+            memory_limit,
+            memory_exhausted: false,
+            current: None,
+            effects: Effects::default(),
+        }
+    }
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Tables are capped generously; they hold function references, not data.
+const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+
+impl ResourceLimiter for CallState {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_limit {
+            self.memory_exhausted = true;
+            // An error (rather than `Ok(false)`) traps at once: a guest allocator
+            // would otherwise turn the failed grow into an indistinct abort.
+            return Err(wasmtime::Error::msg(format!(
+                "memory limit of {} bytes exceeded (wanted {desired})",
+                self.memory_limit
+            )));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}

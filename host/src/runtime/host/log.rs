@@ -1,0 +1,37 @@
+//! `evhost:plugin/log`: structured guest log lines into `tracing`.
+
+use crate::runtime::bindings::Level;
+use crate::runtime::bindings::evhost::plugin::log::Host;
+use crate::runtime::context::CallState;
+
+/// Fields beyond this many are dropped, so one line stays one line.
+const MAX_FIELDS: usize = 32;
+
+impl Host for CallState {
+    fn log(&mut self, level: Level, message: String, fields: Vec<(String, String)>) {
+        let plugin = self.scope.name.as_str();
+        let event_id = self
+            .current
+            .as_ref()
+            .map(|c| c.event.event.id.as_str())
+            .unwrap_or("");
+        let fields: Vec<String> = fields
+            .iter()
+            .take(MAX_FIELDS)
+            .map(|(k, v)| format!("{k}={v:?}"))
+            .collect();
+        let fields = fields.join(" ");
+        macro_rules! emit {
+            ($lvl:ident) => {
+                tracing::$lvl!(target: "evhost::plugin", plugin, event_id, fields = %fields, "{message}")
+            };
+        }
+        match level {
+            Level::Trace => emit!(trace),
+            Level::Debug => emit!(debug),
+            Level::Info => emit!(info),
+            Level::Warn => emit!(warn),
+            Level::Error => emit!(error),
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! A consumer's live instance of a plugin, and the outcome of one call.
+//!
+//! One instance serves consecutive calls (a call on a live instance costs a few
+//! microseconds, a fresh instantiation tens). After a trap, timeout or
+//! out-of-memory the instance is dropped and the next call instantiates anew,
+//! since a trapped component instance cannot be entered again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use wasmtime::{Engine, Store, Trap};
+
+use super::bindings::{self, HandlerError, Plugin};
+use super::context::{CallState, CurrentCall, PluginScope};
+use super::{Effects, InstanceSettings, Limits, LoadedPlugin, Runtime, deadline_ticks};
+use crate::event::StoredEvent;
+
+/// Longest guest stderr excerpt kept in a trap message.
+const STDERR_EXCERPT: usize = 2048;
+
+/// Why a call failed. Handler errors (the WIT `result`) and traps stay apart.
+#[derive(Debug, Clone, PartialEq, Serialize, thiserror::Error)]
+#[serde(tag = "kind", content = "message", rename_all = "kebab-case")]
+pub enum Failure {
+    /// The handler asked to be called again later.
+    #[error("handler asked to retry: {0}")]
+    Retry(String),
+    /// The handler refused the event for good.
+    #[error("handler rejected the event: {0}")]
+    Rejected(String),
+    /// The guest trapped (a Rust panic arrives here), with its message.
+    #[error("trap: {0}")]
+    Trap(String),
+    #[error("timed out after {0:?}")]
+    Timeout(#[serde(with = "secs")] Duration),
+    #[error("out of memory: {0}")]
+    OutOfMemory(String),
+    #[error("stack overflow")]
+    StackOverflow,
+    #[error("ran out of fuel ({0} units)")]
+    OutOfFuel(u64),
+    /// The host could not run the call (not the plugin's fault).
+    #[error("host error: {0}")]
+    Host(String),
+}
+
+mod secs {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+}
+
+impl Failure {
+    /// Whether the failure left the instance unusable.
+    fn poisons_instance(&self) -> bool {
+        !matches!(self, Failure::Retry(_) | Failure::Rejected(_))
+    }
+}
+
+/// A failed call, naming the plugin version that failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("plugin `{plugin}` {version} ({digest_short}): {failure}")]
+pub struct CallError {
+    pub plugin: String,
+    pub version: String,
+    pub digest_short: String,
+    pub failure: Failure,
+}
+
+struct Live {
+    store: Store<CallState>,
+    bindings: Plugin,
+}
+
+pub struct Instance {
+    engine: Engine,
+    plugin: Arc<LoadedPlugin>,
+    scope: Arc<PluginScope>,
+    limits: Limits,
+    live: Option<Live>,
+    instantiations: u64,
+}
+
+impl Instance {
+    pub(super) fn new(
+        runtime: &Runtime,
+        plugin: Arc<LoadedPlugin>,
+        settings: InstanceSettings,
+    ) -> Self {
+        let scope = Arc::new(PluginScope {
+            name: plugin.info.name.clone(),
+            grants: settings.grants,
+            config: settings.config,
+            state: settings.state,
+            max_event_bytes: runtime.config.max_event_bytes,
+            max_emits_per_call: runtime.config.max_emits_per_call,
+        });
+        Instance {
+            engine: runtime.engine.clone(),
+            plugin,
+            scope,
+            limits: settings.limits,
+            live: None,
+            instantiations: 0,
+        }
+    }
+
+    pub fn plugin(&self) -> &Arc<LoadedPlugin> {
+        &self.plugin
+    }
+
+    /// How many times a fresh instance was made; grows after each trap.
+    pub fn instantiations(&self) -> u64 {
+        self.instantiations
+    }
+
+    /// Calls `handle` with `event` as delivery number `attempt`. On success
+    /// returns the call's buffered effects; on failure nothing of the call
+    /// survives.
+    pub fn call(&mut self, event: &Arc<StoredEvent>, attempt: u32) -> Result<Effects, CallError> {
+        let span = tracing::debug_span!(
+            "call",
+            plugin = %self.plugin.info.name,
+            version = %self.plugin.info.version,
+            event_id = %event.event.id,
+            correlation_id = %event.event.correlationid,
+            attempt,
+        );
+        let _entered = span.enter();
+        self.call_inner(event, attempt)
+            .map_err(|failure| CallError {
+                plugin: self.plugin.info.name.clone(),
+                version: self.plugin.info.version.clone(),
+                digest_short: self.plugin.digest[..12].to_owned(),
+                failure,
+            })
+    }
+
+    fn call_inner(&mut self, event: &Arc<StoredEvent>, attempt: u32) -> Result<Effects, Failure> {
+        let live = match self.live.take() {
+            Some(live) => live,
+            None => self.instantiate()?,
+        };
+        let Live {
+            mut store,
+            bindings,
+        } = live;
+        arm(&mut store, &self.limits);
+        let data = store.data_mut();
+        data.effects = Effects::default();
+        data.memory_exhausted = false;
+        data.current = Some(CurrentCall {
+            event: event.clone(),
+        });
+
+        let result = bindings.call_handle(&mut store, &to_wit(event, attempt));
+
+        let data = store.data_mut();
+        data.current = None;
+        let effects = std::mem::take(&mut data.effects);
+        let stderr = forward_output(data, &self.scope.name);
+        let outcome = match result {
+            Ok(Ok(())) => Ok(effects),
+            Ok(Err(HandlerError::Retry(m))) => Err(Failure::Retry(m)),
+            Ok(Err(HandlerError::Reject(m))) => Err(Failure::Rejected(m)),
+            Err(e) => Err(with_stderr(
+                classify(e, store.data(), &self.limits),
+                &stderr,
+            )),
+        };
+        match &outcome {
+            Err(f) if f.poisons_instance() => {} // dropped: the next call instantiates anew
+            _ => self.live = Some(Live { store, bindings }),
+        }
+        outcome
+    }
+
+    fn instantiate(&mut self) -> Result<Live, Failure> {
+        self.instantiations += 1;
+        let mut store = Store::new(
+            &self.engine,
+            CallState::new(self.scope.clone(), self.limits.memory),
+        );
+        store.limiter(|s| s);
+        // Instantiation runs guest code (start functions), so it is limited too.
+        arm(&mut store, &self.limits);
+        match self.plugin.pre.instantiate(&mut store) {
+            Ok(bindings) => Ok(Live { store, bindings }),
+            Err(e) => {
+                let stderr = forward_output(store.data_mut(), &self.scope.name);
+                Err(with_stderr(
+                    classify(e, store.data(), &self.limits),
+                    &stderr,
+                ))
+            }
+        }
+    }
+}
+
+/// Sets the per-call fuel and deadline.
+fn arm(store: &mut Store<CallState>, limits: &Limits) {
+    // Cannot fail: fuel is enabled on every engine the runtime builds.
+    let _ = store.set_fuel(limits.fuel.unwrap_or(u64::MAX));
+    store.set_epoch_deadline(deadline_ticks(limits.timeout));
+    store.epoch_deadline_trap();
+}
+
+/// Maps a wasmtime error from a call into a [`Failure`].
+pub(super) fn classify(error: wasmtime::Error, state: &CallState, limits: &Limits) -> Failure {
+    if state.memory_exhausted {
+        return Failure::OutOfMemory(format!(
+            "the memory limit of {} bytes was reached",
+            limits.memory
+        ));
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => Failure::Timeout(limits.timeout),
+        Some(Trap::OutOfFuel) => Failure::OutOfFuel(limits.fuel.unwrap_or(u64::MAX)),
+        Some(Trap::StackOverflow) => Failure::StackOverflow,
+        Some(trap) => Failure::Trap(trap.to_string()),
+        None => Failure::Trap(format!("{error:#}")),
+    }
+}
+
+/// Appends what the guest wrote to stderr during the call (a Rust panic's
+/// message, typically) to a trap's message.
+fn with_stderr(failure: Failure, stderr: &str) -> Failure {
+    let stderr = stderr.trim();
+    match failure {
+        Failure::Trap(msg) if !stderr.is_empty() => {
+            let mut start = stderr.len().saturating_sub(STDERR_EXCERPT);
+            while !stderr.is_char_boundary(start) {
+                start += 1;
+            }
+            Failure::Trap(format!("{msg}; guest stderr: {}", &stderr[start..]))
+        }
+        other => other,
+    }
+}
+
+/// Forwards captured guest output to `tracing`, returning the stderr text.
+fn forward_output(state: &mut CallState, plugin: &str) -> String {
+    let stdout = state.stdout.drain();
+    for line in stdout.lines().filter(|l| !l.is_empty()) {
+        tracing::info!(target: "evhost::plugin", plugin, stream = "stdout", "{line}");
+    }
+    let stderr = state.stderr.drain();
+    for line in stderr.lines().filter(|l| !l.is_empty()) {
+        tracing::warn!(target: "evhost::plugin", plugin, stream = "stderr", "{line}");
+    }
+    stderr
+}
+
+fn to_wit(stored: &StoredEvent, attempt: u32) -> bindings::Event {
+    let e = &stored.event;
+    bindings::Event {
+        id: e.id.clone(),
+        source: e.source.clone(),
+        specversion: e.specversion.clone(),
+        type_: e.ty.clone(),
+        subject: e.subject.clone(),
+        time: e.time.clone(),
+        datacontenttype: e.datacontenttype.clone(),
+        dataschema: e.dataschema.clone(),
+        data: e.data.clone(),
+        correlationid: e.correlationid.clone(),
+        causationid: e.causationid.clone(),
+        actor: e.actor.clone(),
+        extensions: e
+            .extensions
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        topic: stored.position.topic.clone(),
+        partition: stored.position.partition,
+        offset: stored.position.offset,
+        stream: e.stream.clone(),
+        streamversion: e.streamversion,
+        attempt,
+    }
+}

@@ -1,0 +1,280 @@
+//! The sandboxed Wasm runtime: one shared wasmtime [`Engine`], component
+//! loading and checking against the `evhost:plugin` world, a precompiled
+//! cache, and calls with time, memory and fuel limits.
+//!
+//! A call's emits and state writes are buffered in its store and returned as
+//! [`Effects`]; committing them (atomically with the consumer offset) is the
+//! caller's job, so a failed or trapped call never leaks effects.
+
+mod bindings;
+mod cache;
+mod context;
+mod host;
+mod instance;
+mod loader;
+mod state;
+mod stdio;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine};
+
+use self::cache::Cache;
+use self::context::CallState;
+pub use self::instance::{CallError, Failure, Instance};
+pub use self::loader::{LoadError, LoadedPlugin, Origin, PluginInfo, RetryPolicy, Subscription};
+pub use self::state::{MemoryState, StateStore};
+use crate::event::Event;
+
+/// Interval of the epoch ticker that enforces call timeouts; a call overruns
+/// its timeout by at most about one tick.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Runtime-wide settings.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Where compiled components are cached; `None` compiles on every load.
+    pub cache_dir: Option<PathBuf>,
+    /// Largest payload of an emitted event, and largest state value, in bytes.
+    pub max_event_bytes: usize,
+    /// Most events one call may emit.
+    pub max_emits_per_call: usize,
+    /// Limits for running `describe()` at load time.
+    pub describe_limits: Limits,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            cache_dir: None,
+            max_event_bytes: 1 << 20,
+            max_emits_per_call: 1000,
+            describe_limits: Limits::default(),
+        }
+    }
+}
+
+/// Per-plugin resource limits, applied to every call (and to instantiation).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Wall-clock limit of one call.
+    pub timeout: Duration,
+    /// Most linear memory an instance may grow to, in bytes.
+    pub memory: usize,
+    /// Fuel (roughly, Wasm instructions) one call may burn; `None` is unlimited.
+    pub fuel: Option<u64>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            timeout: Duration::from_secs(5),
+            memory: 64 << 20,
+            fuel: None,
+        }
+    }
+}
+
+/// Capabilities the operator grants a plugin beyond `log` and `config`,
+/// which every plugin has. The default grants nothing else.
+#[derive(Debug, Clone, Default)]
+pub struct Grants {
+    emit_patterns: Vec<String>,
+    emit: Option<GlobSet>,
+    /// May use the `state` interface.
+    pub state: bool,
+}
+
+impl Grants {
+    /// Grants `emit` for event types matching any of `emit_patterns` (globs,
+    /// empty = no emit) and `state` when `state` is true.
+    pub fn new(emit_patterns: Vec<String>, state: bool) -> Result<Self, globset::Error> {
+        let emit = if emit_patterns.is_empty() {
+            None
+        } else {
+            let mut set = GlobSetBuilder::new();
+            for p in &emit_patterns {
+                set.add(Glob::new(p)?);
+            }
+            Some(set.build()?)
+        };
+        Ok(Grants {
+            emit_patterns,
+            emit,
+            state,
+        })
+    }
+
+    /// Everything: emit any type and use state.
+    pub fn all() -> Self {
+        Grants::new(vec!["*".into()], true).unwrap_or_default()
+    }
+
+    /// Whether an event of type `ty` may be emitted.
+    pub fn may_emit(&self, ty: &str) -> bool {
+        self.emit.as_ref().is_some_and(|set| set.is_match(ty))
+    }
+
+    fn describe_emit(&self) -> String {
+        if self.emit_patterns.is_empty() {
+            "it has no `emit` grant".into()
+        } else {
+            format!("its `emit` grant allows {}", self.emit_patterns.join(", "))
+        }
+    }
+}
+
+/// An event a call emitted, with the topic it goes to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Emit {
+    pub topic: String,
+    pub event: Event,
+}
+
+/// What a successful call asks to commit.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Effects {
+    pub emits: Vec<Emit>,
+    /// Key → new value, `None` for a delete; later writes to a key replace earlier ones.
+    pub state: BTreeMap<String, Option<Vec<u8>>>,
+}
+
+/// How a plugin instance is configured by the operator.
+#[derive(Clone)]
+pub struct InstanceSettings {
+    pub limits: Limits,
+    pub grants: Grants,
+    pub config: BTreeMap<String, String>,
+    pub state: Arc<dyn StateStore>,
+}
+
+impl Default for InstanceSettings {
+    fn default() -> Self {
+        InstanceSettings {
+            limits: Limits::default(),
+            grants: Grants::default(),
+            config: BTreeMap::new(),
+            state: Arc::new(MemoryState::default()),
+        }
+    }
+}
+
+/// Counters of the component cache, for tests and metrics.
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+}
+
+/// The shared engine, linker and cache. Cheap to share behind an `Arc`.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<CallState>,
+    cache: Option<Cache>,
+    config: RuntimeConfig,
+    stats: CacheStats,
+}
+
+/// Errors setting up the runtime itself.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot configure the Wasm engine: {0}")]
+    Engine(String),
+    #[error("cannot use the component cache at {path}: {source}")]
+    Cache {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl Runtime {
+    pub fn new(config: RuntimeConfig) -> Result<Self, RuntimeError> {
+        let mut wasm = Config::new();
+        wasm.wasm_component_model(true);
+        // Timeouts: the ticker thread advances the epoch; a store traps once its
+        // deadline (in ticks) passes.
+        wasm.epoch_interruption(true);
+        // Fuel is always on so a per-plugin fuel limit needs no second engine;
+        // its cost is not measurable (see toolchain notes).
+        wasm.consume_fuel(true);
+        let engine = Engine::new(&wasm).map_err(|e| RuntimeError::Engine(e.to_string()))?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        bindings::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| RuntimeError::Engine(e.to_string()))?;
+
+        let cache = match &config.cache_dir {
+            Some(dir) => Some(
+                Cache::open(dir, &engine).map_err(|source| RuntimeError::Cache {
+                    path: dir.clone(),
+                    source,
+                })?,
+            ),
+            None => None,
+        };
+        spawn_epoch_ticker(&engine)
+            .map_err(|e| RuntimeError::Engine(format!("cannot start the epoch ticker: {e}")))?;
+        Ok(Runtime {
+            engine,
+            linker,
+            cache,
+            config,
+            stats: CacheStats::default(),
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    pub fn cache_stats(&self) -> &CacheStats {
+        &self.stats
+    }
+
+    /// A consumer's instance of `plugin`; instantiated lazily on the first call.
+    pub fn instance(&self, plugin: Arc<LoadedPlugin>, settings: InstanceSettings) -> Instance {
+        Instance::new(self, plugin, settings)
+    }
+
+    fn count(&self, hit: bool) {
+        let c = if hit {
+            &self.stats.hits
+        } else {
+            &self.stats.misses
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Number of epoch ticks that make up `timeout`, plus one for the partial tick
+/// already under way when the deadline is set.
+fn deadline_ticks(timeout: Duration) -> u64 {
+    (timeout.as_nanos() / EPOCH_TICK.as_nanos()) as u64 + 1
+}
+
+/// Advances the engine's epoch every tick until the engine is dropped.
+fn spawn_epoch_ticker(engine: &Engine) -> std::io::Result<()> {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("evhost-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .map(drop)
+}
