@@ -439,3 +439,33 @@ fn corrupt_cache_entry_is_discarded_and_recompiled() {
     let plugin = Runtime::new(config).unwrap().load_file(&path).unwrap();
     assert_eq!(plugin.origin, Origin::Compiled);
 }
+
+#[test]
+fn interrupt_all_stops_a_running_call_as_a_host_error() {
+    let rt = Arc::new(runtime());
+    let plugin = rt.load_file(&support::plugin("faulty")).unwrap();
+    let mut instance = rt.instance(
+        plugin,
+        InstanceSettings {
+            limits: Limits {
+                timeout: Duration::from_secs(60),
+                ..Limits::default()
+            },
+            ..granted()
+        },
+    );
+    let interrupter = {
+        let rt = rt.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            rt.interrupt_all();
+        })
+    };
+    let started = Instant::now();
+    let err = instance
+        .call(&event("faulty.loop", None), 1)
+        .expect_err("interrupted");
+    interrupter.join().unwrap();
+    assert!(matches!(err.failure, Failure::Host(_)), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+}

@@ -2,12 +2,15 @@
 //! done by the library.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use evhost::cli::{self, Client, DataSource, PublishRequest, TailRequest};
+use evhost::config::{self, LogFormat, Overrides};
 use evhost::event::{self, Event, Position, StoredEvent};
 use evhost::runtime::{Grants, InstanceSettings, LoadedPlugin, Runtime, RuntimeConfig};
 
@@ -24,6 +27,87 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the daemon: the durable log, the plugins of the plugin directory, the HTTP API.
+    Run(RunArgs),
+    /// Publish one event to the running daemon (CloudEvents structured mode).
+    Publish {
+        /// CloudEvents `type`, e.g. `user.created`; the topic is derived from it unless --topic.
+        #[arg(long = "type", short = 't')]
+        ty: String,
+        /// The data: JSON text, `-` for stdin, or `@FILE`.
+        #[arg(long, short = 'd')]
+        data: Option<String>,
+        /// Read the data from this file.
+        #[arg(long, conflicts_with = "data")]
+        data_file: Option<PathBuf>,
+        /// The partition key (CloudEvents `subject`): events with one key stay in order.
+        #[arg(long, short = 'k')]
+        key: Option<String>,
+        /// The event id (default: a UUIDv7 assigned by the daemon); publishing an id twice
+        /// within the dedupe window stores it once.
+        #[arg(long)]
+        id: Option<String>,
+        /// CloudEvents `source`.
+        #[arg(long, default_value = "evhost://cli")]
+        source: String,
+        /// Publish to this topic instead of the one derived from the type.
+        #[arg(long)]
+        topic: Option<String>,
+        /// Content type of the data; JSON unless told otherwise.
+        #[arg(long, default_value = "application/json")]
+        content_type: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Print a topic's events; with --follow, keep printing new ones as they arrive.
+    Tail {
+        topic: String,
+        #[arg(long, short = 'p')]
+        partition: Option<u32>,
+        /// First offset (default: 0; with --follow, only new events).
+        #[arg(long)]
+        from: Option<u64>,
+        /// Most events to print (without --follow; default 100).
+        #[arg(long, short = 'n')]
+        limit: Option<usize>,
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// With --follow: exit after this many events.
+        #[arg(long)]
+        count: Option<usize>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List the plugins: version, state, lag, counts, last error.
+    Plugins {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Dead letters: list, show, replay, purge.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+    /// Topics, offsets and plugins of the running daemon.
+    Status {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// The schema registry: JSON Schemas for event types.
+    Schema {
+        #[command(subcommand)]
+        command: SchemaCommand,
+    },
+    /// Create a new plugin crate in ./NAME (builds for wasm32-wasip2 as it stands).
+    New {
+        name: String,
+        /// Directory to create (default: ./NAME).
+        #[arg(long)]
+        path: Option<PathBuf>,
+        /// Use this evhost-sdk checkout (default: the one this evhost was built from).
+        #[arg(long)]
+        sdk_path: Option<PathBuf>,
+    },
     /// Load a plugin, check that it fits the evhost:plugin world and print what it describes.
     Check {
         /// The plugin component (`NAME.wasm`).
@@ -55,21 +139,138 @@ enum Command {
     },
 }
 
+#[derive(Args)]
+struct RunArgs {
+    /// TOML configuration file (unknown keys are refused).
+    #[arg(long, env = "EVHOST_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory: the log, the component cache, schemas (default ./evhost-data).
+    #[arg(long, env = "EVHOST_DATA")]
+    data: Option<PathBuf>,
+    /// Plugin directory: every NAME.wasm (+ NAME.toml sidecar) is loaded (default ./plugins).
+    #[arg(long, env = "EVHOST_PLUGINS")]
+    plugins: Option<PathBuf>,
+    /// Address of the HTTP API (default 127.0.0.1:7070; port 0 picks a free one).
+    #[arg(long, env = "EVHOST_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// `text` (default) or `json` log lines on stderr.
+    #[arg(long, env = "EVHOST_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
+    /// Require `Authorization: Bearer TOKEN` on mutating requests.
+    #[arg(long, env = "EVHOST_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+#[derive(Args, Clone)]
+struct ClientArgs {
+    /// The daemon's address.
+    #[arg(long, env = "EVHOST_SERVER", default_value = "http://127.0.0.1:7070")]
+    server: String,
+    /// Bearer token, when the daemon requires one.
+    #[arg(long, env = "EVHOST_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Print the API's JSON instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+impl ClientArgs {
+    fn client(&self) -> Client {
+        Client::new(&self.server, self.token.clone())
+    }
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// List dead letters, oldest first.
+    List {
+        #[arg(long)]
+        plugin: Option<String>,
+        #[arg(long, short = 'n')]
+        limit: Option<usize>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show one dead letter with its event.
+    Show {
+        id: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Re-deliver one dead letter (or every one of --plugin) to the current plugin version.
+    Replay {
+        #[arg(required_unless_present = "plugin")]
+        id: Option<u64>,
+        #[arg(long, conflicts_with = "id")]
+        plugin: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Delete dead letters: the given IDs, every one of --plugin, or --all.
+    Purge {
+        ids: Vec<u64>,
+        #[arg(long)]
+        plugin: Option<String>,
+        #[arg(long, conflicts_with = "plugin")]
+        all: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum SchemaCommand {
+    /// Register a JSON Schema (from FILE, or - for stdin) for an event type and version.
+    Put {
+        #[arg(value_name = "TYPE")]
+        ty: String,
+        version: String,
+        file: PathBuf,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List the registered schemas.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
 }
 
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "evhost=info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "evhost=info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run(_)) {
+        // A client command piped into `head` should end quietly when the pipe closes,
+        // as Unix tools do, instead of panicking on the failed write.
+        // SAFETY: restoring the default disposition of a signal before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
+    let format = match &cli.command {
+        Command::Run(args) => args.log_format.unwrap_or(LogFormat::Text),
+        _ => LogFormat::Text,
+    };
+    init_tracing(format);
+    match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -78,8 +279,171 @@ fn main() -> ExitCode {
     }
 }
 
+/// Resolves when SIGTERM or SIGINT arrives.
+async fn termination() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM; stop with Ctrl-C");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+fn run_daemon(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let overrides = Overrides {
+        data_dir: args.data,
+        plugin_dir: args.plugins,
+        listen: args.listen,
+        log_format: args.log_format,
+        token: args.token,
+    };
+    let config = config::load(args.config.as_deref(), overrides)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("evhost")
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(evhost::daemon::run(config, termination()))?;
+    // Blocking tasks still parked (a plugin call past its deadline) must not hold up exit.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn data_source(data: Option<String>, file: Option<PathBuf>) -> DataSource {
+    match (data, file) {
+        (_, Some(f)) => DataSource::File(f),
+        (Some(d), None) if d == "-" => DataSource::Stdin,
+        (Some(d), None) => match d.strip_prefix('@') {
+            Some(f) => DataSource::File(PathBuf::from(f)),
+            None => DataSource::Inline(d),
+        },
+        (None, None) => DataSource::None,
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Run(args) => run_daemon(args),
+        Command::Publish {
+            ty,
+            data,
+            data_file,
+            key,
+            id,
+            source,
+            topic,
+            content_type,
+            client,
+        } => {
+            let req = PublishRequest {
+                ty,
+                data: data_source(data, data_file),
+                key,
+                id,
+                source,
+                topic,
+                content_type,
+            };
+            cli::publish(&client.client(), req, client.json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tail {
+            topic,
+            partition,
+            from,
+            limit,
+            follow,
+            count,
+            client,
+        } => {
+            let req = TailRequest {
+                topic,
+                partition,
+                from,
+                limit,
+                follow,
+                count,
+            };
+            cli::tail(&client.client(), req, client.json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plugins { client } => {
+            cli::plugins(&client.client(), client.json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dlq { command } => {
+            match command {
+                DlqCommand::List {
+                    plugin,
+                    limit,
+                    client,
+                } => cli::dlq_list(&client.client(), plugin.as_deref(), limit, client.json)?,
+                DlqCommand::Show { id, client } => {
+                    cli::dlq_show(&client.client(), id, client.json)?
+                }
+                DlqCommand::Replay { id, plugin, client } => {
+                    cli::dlq_replay(&client.client(), id, plugin.as_deref(), client.json)?
+                }
+                DlqCommand::Purge {
+                    ids,
+                    plugin,
+                    all,
+                    client,
+                } => cli::dlq_purge(&client.client(), &ids, plugin.as_deref(), all, client.json)?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { client } => {
+            cli::status(&client.client(), client.json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Schema { command } => {
+            match command {
+                SchemaCommand::Put {
+                    ty,
+                    version,
+                    file,
+                    client,
+                } => cli::schema_put(&client.client(), &ty, &version, &file, client.json)?,
+                SchemaCommand::List { client } => cli::schema_list(&client.client(), client.json)?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::New {
+            name,
+            path,
+            sdk_path,
+        } => {
+            let dir = path.unwrap_or_else(|| PathBuf::from(&name));
+            let sdk = match sdk_path {
+                Some(p) => cli::scaffold::SdkSource::Path(
+                    p.canonicalize()
+                        .with_context(|| format!("--sdk-path {}", p.display()))?,
+                ),
+                None => cli::scaffold::SdkSource::detect(),
+            };
+            let files = cli::scaffold::create(&name, &dir, &sdk).map_err(anyhow::Error::msg)?;
+            println!("created plugin crate {name} in {}", dir.display());
+            for f in files {
+                println!("  {}", f.display());
+            }
+            if let cli::scaffold::SdkSource::Path(p) = &sdk {
+                println!("  (evhost-sdk from {})", p.display());
+            }
+            println!(
+                "\nnext:\n  cd {}\n  cargo test\n  cargo build --release --target wasm32-wasip2\n  evhost check target/wasm32-wasip2/release/{}.wasm",
+                dir.display(),
+                name.replace('-', "_")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Check { file, json } => {
             let runtime = Runtime::new(RuntimeConfig::default())?;
             let plugin = runtime.load_file(&file)?;

@@ -2,11 +2,15 @@
 //!
 //! - `plugins`: build every crate in `plugins/` as a `wasm32-wasip2` component
 //!   into `target/plugins/wasm32-wasip2/plugin/`.
-//! - `demo`: build the plugins and the host, then show the example plugins at work.
+//! - `demo`: build the plugins and the host, start `evhost run` with the example
+//!   plugins, publish an event as a producer, show the plugin reacting, stop it.
 //! - `test`: everything the tests need, then every test of the workspace.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 const WASM_TARGET: &str = "wasm32-wasip2";
 
@@ -111,32 +115,172 @@ fn demo() -> Result<(), String> {
         println!("\n$ evhost check {}", wasm.display());
         run(Command::new(&evhost).arg("check").arg(&wasm))?;
     }
-    let welcome = dir.join("welcome.wasm");
+
+    // A plugin directory as an operator would lay it out: the components plus the
+    // sidecars granting what each needs.
+    let demo = root().join("target").join("demo");
+    let plugins = demo.join("plugins");
+    let data = demo.join("data");
+    let _ = std::fs::remove_dir_all(&demo);
+    std::fs::create_dir_all(&plugins)
+        .map_err(|e| format!("cannot create {}: {e}", plugins.display()))?;
+    let sidecars = [
+        ("welcome", "[grants]\nemit = [\"notification.*\"]\n"),
+        ("counter", "[grants]\nstate = true\n"),
+    ];
+    for (name, sidecar) in sidecars {
+        let copy = |from: &Path, to: &Path| {
+            std::fs::copy(from, to).map_err(|e| format!("cannot copy {}: {e}", from.display()))
+        };
+        copy(
+            &dir.join(format!("{name}.wasm")),
+            &plugins.join(format!("{name}.wasm")),
+        )?;
+        std::fs::write(plugins.join(format!("{name}.toml")), sidecar)
+            .map_err(|e| format!("cannot write the {name} sidecar: {e}"))?;
+        println!("\n# {}/{name}.toml\n{sidecar}", plugins.display());
+    }
+
+    println!(
+        "$ evhost run --data {} --plugins {} --listen 127.0.0.1:0",
+        data.display(),
+        plugins.display()
+    );
+    let mut daemon = Daemon::start(&evhost, &data, &plugins)?;
+    let result = demo_session(&evhost, &daemon.url);
+    println!("\n$ kill -TERM {}   (graceful shutdown)", daemon.child.id());
+    let stopped = daemon.stop();
+    result.and(stopped)
+}
+
+/// What a producer and an operator do against the running daemon.
+fn demo_session(evhost: &Path, server: &str) -> Result<(), String> {
+    let cli = |args: &[&str]| -> Result<String, String> {
+        println!("\n$ evhost {}", args.join(" "));
+        let out = Command::new(evhost)
+            .args(args)
+            .args(["--server", server])
+            .output()
+            .map_err(|e| format!("cannot run evhost: {e}"))?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        print!("{stdout}");
+        if out.status.success() {
+            Ok(stdout)
+        } else {
+            Err(format!(
+                "evhost {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    };
     let data = r#"{"user_id":"u-1","email":"ada@example.com","name":"Ada"}"#;
-    println!("\n$ evhost call welcome.wasm --type user.created --data '{data}' --grant-all");
-    run(Command::new(&evhost).arg("call").arg(&welcome).args([
+    cli(&[
+        "publish",
         "--type",
         "user.created",
-        "--subject",
+        "--key",
         "u-1",
         "--data",
         data,
-        "--grant-all",
-    ]))?;
-    println!(
-        "\n$ evhost call faulty.wasm --type faulty.loop   (a runaway handler, stopped by its timeout)"
-    );
-    let faulty = dir.join("faulty.wasm");
-    let status = Command::new(&evhost)
-        .arg("call")
-        .arg(&faulty)
-        .args(["--type", "faulty.loop"])
-        .status()
-        .map_err(|e| e.to_string())?;
-    if status.success() {
-        return Err("the runaway handler was not stopped".into());
+    ])?;
+    // The welcome plugin reacts by emitting notification.requested; wait for it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = Command::new(evhost)
+            .args(["tail", "notification-events", "--server", server])
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() && !out.stdout.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err("the welcome plugin did not react within 30 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
+    println!(
+        "\n# welcome reacted: its notification.requested event, caused by the user.created one"
+    );
+    cli(&["tail", "notification-events", "--json"])?;
+    cli(&["plugins"])?;
+    cli(&["status"])?;
     Ok(())
+}
+
+/// The demo's `evhost run`, stopped with SIGTERM (or killed if the demo fails early).
+struct Daemon {
+    child: Child,
+    url: String,
+}
+
+impl Daemon {
+    fn start(evhost: &Path, data: &Path, plugins: &Path) -> Result<Daemon, String> {
+        let mut child = Command::new(evhost)
+            .arg("run")
+            .arg("--data")
+            .arg(data)
+            .arg("--plugins")
+            .arg(plugins)
+            .args(["--listen", "127.0.0.1:0"])
+            .env_remove("EVHOST_TOKEN")
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start evhost run: {e}"))?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let (tx, rx) = mpsc::channel();
+        // Echo the daemon's output; hand over the address once it listens.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                println!("  [daemon] {line}");
+                if let Some(url) = line.strip_prefix("listening on ") {
+                    let _ = tx.send(url.to_owned());
+                }
+            }
+        });
+        let mut daemon = Daemon {
+            child,
+            url: String::new(),
+        };
+        match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(url) => {
+                daemon.url = url;
+                Ok(daemon)
+            }
+            Err(_) => Err("evhost run did not start listening".into()),
+        }
+    }
+
+    fn stop(&mut self) -> Result<(), String> {
+        let pid = self.child.id().to_string();
+        run(Command::new("kill").args(["-TERM", &pid]))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().map_err(|e| e.to_string())? {
+                return if status.success() {
+                    // Let the echo thread print the last lines.
+                    std::thread::sleep(Duration::from_millis(100));
+                    Ok(())
+                } else {
+                    Err(format!("evhost run exited with {status}"))
+                };
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                return Err("evhost run did not stop within 30 s of SIGTERM".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 fn test() -> Result<(), String> {

@@ -3,9 +3,11 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
-use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
+use wasmtime::{Engine, ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::stdio::GuestOutput;
@@ -21,6 +23,8 @@ pub struct PluginScope {
     pub state: Arc<dyn StateStore>,
     pub max_event_bytes: usize,
     pub max_emits_per_call: usize,
+    /// The runtime's interrupt switch (see `Runtime::interrupt_all`).
+    pub interrupt: Arc<AtomicBool>,
 }
 
 pub struct CallState {
@@ -33,6 +37,10 @@ pub struct CallState {
     /// Set when a memory grow was refused, so the resulting trap is reported
     /// as out-of-memory rather than as a generic trap.
     pub(super) memory_exhausted: bool,
+    /// When the running call (or instantiation) must stop; checked every epoch tick.
+    pub(super) deadline: Instant,
+    /// Set when a call was stopped by `Runtime::interrupt_all` rather than its timeout.
+    pub(super) interrupted: bool,
     /// The event being handled; `None` during instantiation and `describe`.
     pub(super) current: Option<CurrentCall>,
     pub(super) effects: Effects,
@@ -63,6 +71,8 @@ impl CallState {
             scope,
             memory_limit,
             memory_exhausted: false,
+            deadline: Instant::now(),
+            interrupted: false,
             current: None,
             effects: Effects::default(),
         }
@@ -108,4 +118,29 @@ impl ResourceLimiter for CallState {
     ) -> wasmtime::Result<bool> {
         Ok(desired <= MAX_TABLE_ELEMENTS)
     }
+}
+
+/// A store for one plugin instance, with the memory limiter and the epoch
+/// callback that enforces call deadlines and the runtime's interrupt switch.
+pub fn new_store(
+    engine: &Engine,
+    scope: Arc<PluginScope>,
+    memory_limit: usize,
+) -> Store<CallState> {
+    let mut store = Store::new(engine, CallState::new(scope, memory_limit));
+    store.limiter(|s| s);
+    // Called every epoch tick while guest code runs: cheap, and lets a call be
+    // stopped for two reasons the trap alone could not tell apart.
+    store.epoch_deadline_callback(|mut cx| {
+        let data = cx.data_mut();
+        if data.scope.interrupt.load(Ordering::Relaxed) {
+            data.interrupted = true;
+            return Ok(UpdateDeadline::Interrupt);
+        }
+        if Instant::now() >= data.deadline {
+            return Ok(UpdateDeadline::Interrupt);
+        }
+        Ok(UpdateDeadline::Continue(1))
+    });
+    store
 }

@@ -12,8 +12,8 @@ use serde::Serialize;
 use wasmtime::{Engine, Store, Trap};
 
 use super::bindings::{self, HandlerError, Plugin};
-use super::context::{CallState, CurrentCall, PluginScope};
-use super::{Effects, InstanceSettings, Limits, LoadedPlugin, Runtime, deadline_ticks};
+use super::context::{CallState, CurrentCall, PluginScope, new_store};
+use super::{Effects, InstanceSettings, Limits, LoadedPlugin, Runtime};
 use crate::event::StoredEvent;
 
 /// Longest guest stderr excerpt kept in a trap message.
@@ -98,6 +98,7 @@ impl Instance {
             state: settings.state,
             max_event_bytes: runtime.config.max_event_bytes,
             max_emits_per_call: runtime.config.max_emits_per_call,
+            interrupt: runtime.interrupt.clone(),
         });
         Instance {
             engine: runtime.engine.clone(),
@@ -181,11 +182,7 @@ impl Instance {
 
     fn instantiate(&mut self) -> Result<Live, Failure> {
         self.instantiations += 1;
-        let mut store = Store::new(
-            &self.engine,
-            CallState::new(self.scope.clone(), self.limits.memory),
-        );
-        store.limiter(|s| s);
+        let mut store = new_store(&self.engine, self.scope.clone(), self.limits.memory);
         // Instantiation runs guest code (start functions), so it is limited too.
         arm(&mut store, &self.limits);
         match self.plugin.pre.instantiate(&mut store) {
@@ -202,15 +199,21 @@ impl Instance {
 }
 
 /// Sets the per-call fuel and deadline.
-fn arm(store: &mut Store<CallState>, limits: &Limits) {
+pub(super) fn arm(store: &mut Store<CallState>, limits: &Limits) {
     // Cannot fail: fuel is enabled on every engine the runtime builds.
     let _ = store.set_fuel(limits.fuel.unwrap_or(u64::MAX));
-    store.set_epoch_deadline(deadline_ticks(limits.timeout));
-    store.epoch_deadline_trap();
+    let data = store.data_mut();
+    data.deadline = std::time::Instant::now() + limits.timeout;
+    data.interrupted = false;
+    // The epoch callback (see `new_store`) decides at every tick.
+    store.set_epoch_deadline(1);
 }
 
 /// Maps a wasmtime error from a call into a [`Failure`].
 pub(super) fn classify(error: wasmtime::Error, state: &CallState, limits: &Limits) -> Failure {
+    if state.interrupted {
+        return Failure::Host("the call was interrupted: the host is shutting down".into());
+    }
     if state.memory_exhausted {
         return Failure::OutOfMemory(format!(
             "the memory limit of {} bytes was reached",

@@ -12,10 +12,10 @@ use sha2::{Digest, Sha256};
 use wasmtime::Store;
 use wasmtime::component::Component;
 
+use super::Runtime;
 use super::bindings::{self, PluginPre};
-use super::context::{CallState, PluginScope};
-use super::instance::{Failure, classify};
-use super::{Runtime, deadline_ticks};
+use super::context::{CallState, PluginScope, new_store};
+use super::instance::{Failure, arm, classify};
 
 /// The world every plugin must target.
 pub const WORLD: &str = "evhost:plugin/plugin@0.1.0";
@@ -281,16 +281,14 @@ impl Runtime {
             state: Arc::new(super::MemoryState::default()),
             max_event_bytes: self.config.max_event_bytes,
             max_emits_per_call: 0,
+            interrupt: self.interrupt.clone(),
         });
-        let mut store = Store::new(&self.engine, CallState::new(scope, limits.memory));
-        store.limiter(|s| s);
+        let mut store = new_store(&self.engine, scope, limits.memory);
         let fail = |store: &Store<CallState>, e: wasmtime::Error| LoadError::Describe {
             path: path.to_owned(),
             failure: classify(e, store.data(), limits),
         };
-        let _ = store.set_fuel(limits.fuel.unwrap_or(u64::MAX));
-        store.set_epoch_deadline(deadline_ticks(limits.timeout));
-        store.epoch_deadline_trap();
+        arm(&mut store, limits);
         let plugin = match pre.instantiate(&mut store) {
             Ok(p) => p,
             Err(e) => return Err(fail(&store, e)),

@@ -32,8 +32,8 @@ pub use self::loader::{LoadError, LoadedPlugin, Origin, PluginInfo, RetryPolicy,
 pub use self::state::{MemoryState, StateStore};
 use crate::event::Event;
 
-/// Interval of the epoch ticker that enforces call timeouts; a call overruns
-/// its timeout by at most about one tick.
+/// Interval of the epoch ticker: every tick, running calls check their
+/// deadline, so a call overruns its timeout by at most about one tick.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 /// Runtime-wide settings.
@@ -179,6 +179,8 @@ pub struct Runtime {
     cache: Option<Cache>,
     config: RuntimeConfig,
     stats: CacheStats,
+    /// Once set, every running and future call stops with a host error.
+    interrupt: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Errors setting up the runtime itself.
@@ -228,6 +230,7 @@ impl Runtime {
             cache,
             config,
             stats: CacheStats::default(),
+            interrupt: Arc::default(),
         })
     }
 
@@ -248,6 +251,13 @@ impl Runtime {
         Instance::new(self, plugin, settings)
     }
 
+    /// Stops every call of this runtime's instances within about one epoch
+    /// tick, and every later one at once, each failing with
+    /// [`Failure::Host`]: how the daemon abandons in-flight calls on shutdown.
+    pub fn interrupt_all(&self) {
+        self.interrupt.store(true, Ordering::Relaxed);
+    }
+
     fn count(&self, hit: bool) {
         let c = if hit {
             &self.stats.hits
@@ -256,12 +266,6 @@ impl Runtime {
         };
         c.fetch_add(1, Ordering::Relaxed);
     }
-}
-
-/// Number of epoch ticks that make up `timeout`, plus one for the partial tick
-/// already under way when the deadline is set.
-fn deadline_ticks(timeout: Duration) -> u64 {
-    (timeout.as_nanos() / EPOCH_TICK.as_nanos()) as u64 + 1
 }
 
 /// Advances the engine's epoch every tick until the engine is dropped.

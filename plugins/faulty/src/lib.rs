@@ -62,7 +62,14 @@ fn handle(event: &Event, cx: &mut Context) -> Result<(), HandlerError> {
         "ok" => done(event, cx, mode),
         "done" | "leaked" => Ok(()),
         "panic" => panic!("faulty: panic requested by event {}", event.id),
-        "loop" => spin(),
+        "loop" => {
+            // Tells crash tests (through the host's stdout capture) that the call is under way.
+            println!(
+                "faulty: looping on delivery {} of {}",
+                event.attempt, event.id
+            );
+            spin()
+        }
         "alloc" => hoard_memory(),
         "recurse" => {
             let depth = recurse(0, black_box(u64::MAX));

@@ -1,0 +1,260 @@
+//! Operating the daemon: plugins, dead letters, schemas, `/metrics`, `/healthz`.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::cloudevents::stored_json;
+use super::{ApiError, ApiResult, ApiState, Params, body, path_param};
+use crate::daemon::metrics::Snapshot;
+use crate::daemon::schemas::{PutOutcome, SchemaError};
+use crate::log::{DeadLetter, DeadLetterId};
+
+pub(super) async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Most dead letters counted for the `evhost_dead_letters` gauge per scrape.
+const DEAD_LETTER_COUNT_CAP: u64 = 100_000;
+
+pub(super) async fn metrics(State(state): State<Arc<ApiState>>) -> ApiResult<Response> {
+    let plugins = state.dispatcher.plugins().await;
+    let (plugin_loads, plugin_load_failures) = state.loader.load_counts();
+    let mut dead_letters = 0u64;
+    let mut after = None;
+    while dead_letters < DEAD_LETTER_COUNT_CAP {
+        let page = state.log.dead_letters(None, after, 1000).await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        dead_letters += page.len() as u64;
+    }
+    let text = state.metrics.render(Snapshot {
+        plugins,
+        failed_plugins: state.loader.failures().len(),
+        log: state.log.stats(),
+        dead_letters,
+        plugin_loads,
+        plugin_load_failures,
+    });
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
+
+pub(super) async fn plugins(
+    State(state): State<Arc<ApiState>>,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Json<Value>> {
+    Params::parse(query.as_deref(), &[])?;
+    let mut out: Vec<Value> = Vec::new();
+    for status in state.dispatcher.plugins().await {
+        out.push(serde_json::to_value(status).unwrap_or(Value::Null));
+    }
+    for failed in state.loader.failures() {
+        out.push(json!({
+            "name": failed.name,
+            "file": failed.file,
+            "state": "failed",
+            "last_error": failed.error,
+            "failed_at": failed.at,
+        }));
+    }
+    Ok(Json(json!({ "plugins": out })))
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    time::OffsetDateTime::from(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+fn dead_letter_json(d: &DeadLetter) -> Value {
+    let r = &d.record;
+    json!({
+        "id": d.id.0,
+        "group": d.group,
+        "plugin": r.plugin,
+        "plugin_version": r.plugin_version,
+        "plugin_digest": r.plugin_digest,
+        "error_kind": r.kind.as_str(),
+        "message": r.message,
+        "attempts": r.attempts,
+        "first_failure": rfc3339(r.first_failure),
+        "last_failure": rfc3339(r.last_failure),
+        "event": stored_json(&r.event),
+    })
+}
+
+fn dead_letter_id(path: Result<Path<String>, PathRejection>) -> ApiResult<DeadLetterId> {
+    let raw = path_param(path)?;
+    raw.parse::<u64>()
+        .map(DeadLetterId)
+        .map_err(|_| ApiError::bad_request(format!("a dead letter id is a number, got {raw:?}")))
+}
+
+pub(super) async fn dlq_list(
+    State(state): State<Arc<ApiState>>,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Json<Value>> {
+    let params = Params::parse(query.as_deref(), &["plugin", "after", "limit"])?;
+    let after = params
+        .get::<u64>("after", "a dead letter id")?
+        .map(DeadLetterId);
+    let limit = params.limit(100, 1000)?;
+    let list = state
+        .log
+        .dead_letters(params.str("plugin"), after, limit)
+        .await?;
+    Ok(Json(json!({
+        "dead_letters": list.iter().map(dead_letter_json).collect::<Vec<_>>(),
+        "next_after": if list.len() == limit { list.last().map(|d| d.id.0) } else { None },
+    })))
+}
+
+pub(super) async fn dlq_show(
+    State(state): State<Arc<ApiState>>,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<Value>> {
+    let id = dead_letter_id(path)?;
+    match state.log.dead_letter(id).await? {
+        Some(d) => Ok(Json(dead_letter_json(&d))),
+        None => Err(ApiError::not_found(
+            "unknown_dead_letter",
+            format!("no dead letter with id {id}"),
+        )),
+    }
+}
+
+pub(super) async fn dlq_delete(
+    State(state): State<Arc<ApiState>>,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult<StatusCode> {
+    let id = dead_letter_id(path)?;
+    if state.log.delete_dead_letter(id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(
+            "unknown_dead_letter",
+            format!("no dead letter with id {id}"),
+        ))
+    }
+}
+
+pub(super) async fn dlq_replay(
+    State(state): State<Arc<ApiState>>,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<Value>> {
+    let id = dead_letter_id(path)?;
+    let outcome = state.dispatcher.replay(id).await?;
+    let mut v = serde_json::to_value(outcome).unwrap_or(Value::Null);
+    v["id"] = id.0.into();
+    Ok(Json(v))
+}
+
+pub(super) async fn dlq_replay_many(
+    State(state): State<Arc<ApiState>>,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Json<Value>> {
+    let params = Params::parse(query.as_deref(), &["plugin"])?;
+    let plugin = params
+        .str("plugin")
+        .ok_or_else(|| ApiError::bad_request("replaying many dead letters needs `?plugin=NAME`"))?;
+    let (succeeded, failed) = state.dispatcher.replay_all(plugin).await?;
+    Ok(Json(
+        json!({ "plugin": plugin, "succeeded": succeeded, "failed": failed }),
+    ))
+}
+
+fn schema_error(e: SchemaError) -> ApiError {
+    let message = e.to_string();
+    match e {
+        SchemaError::InvalidName(_) => ApiError::bad_request(message),
+        SchemaError::InvalidSchema(_) => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_schema", message)
+        }
+        SchemaError::Conflict { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "schema_exists", message)
+        }
+        SchemaError::Io { .. } | SchemaError::Corrupt { .. } => {
+            tracing::error!(error = %message, "schema store failure");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_error", message)
+        }
+    }
+}
+
+pub(super) async fn schema_put(
+    State(state): State<Arc<ApiState>>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    RawQuery(query): RawQuery,
+    bytes: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let (ty, version) = path_param(path)?;
+    Params::parse(query.as_deref(), &[])?;
+    let body = body(&state, bytes)?;
+    if body.is_empty() {
+        return Err(ApiError::bad_request(
+            "the request body is empty; send a JSON Schema",
+        ));
+    }
+    let schema: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
+    let registry = state.schemas.clone();
+    let (t, v) = (ty.clone(), version.clone());
+    let outcome = tokio::task::spawn_blocking(move || registry.put(&t, &v, schema))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(schema_error)?;
+    let status = match outcome {
+        PutOutcome::Created => StatusCode::CREATED,
+        PutOutcome::Unchanged => StatusCode::OK,
+    };
+    Ok((
+        status,
+        Json(json!({ "type": ty, "version": version, "created": outcome == PutOutcome::Created })),
+    )
+        .into_response())
+}
+
+pub(super) async fn schema_list(
+    State(state): State<Arc<ApiState>>,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Json<Value>> {
+    let params = Params::parse(query.as_deref(), &["type"])?;
+    let list: Vec<Value> = state
+        .schemas
+        .list()
+        .into_iter()
+        .filter(|s| params.str("type").is_none_or(|t| t == s.ty))
+        .map(|s| serde_json::to_value(s).unwrap_or(Value::Null))
+        .collect();
+    Ok(Json(json!({ "schemas": list })))
+}
+
+pub(super) async fn schema_get(
+    State(state): State<Arc<ApiState>>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> ApiResult<Json<Value>> {
+    let (ty, version) = path_param(path)?;
+    state
+        .schemas
+        .get(&ty, &version)
+        .map(|s| Json(serde_json::to_value(s).unwrap_or(Value::Null)))
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "unknown_schema",
+                format!("no schema for type {ty} version {version}"),
+            )
+        })
+}

@@ -1,0 +1,416 @@
+//! The daemon's settings, resolved once: built-in defaults, then the TOML file
+//! (`--config`), then environment variables and flags (which the binary merges
+//! into [`Overrides`]). Everything after this point takes a ready [`Config`].
+//!
+//! File keys are kebab-case, and unknown keys are refused with their name, so
+//! a typo never silently falls back to a default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The resolved settings of `evhost run`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Holds the log (`log.redb`), the component cache, schemas and the lock file.
+    pub data_dir: PathBuf,
+    /// Every `*.wasm` here is loaded at start, with its optional `NAME.toml` sidecar.
+    pub plugin_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub log_format: LogFormat,
+    pub api: ApiConfig,
+    pub log: LogSettings,
+    pub dispatch: DispatchSettings,
+}
+
+/// How the daemon writes its own log lines (to stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!(
+                "log format must be `text` or `json`, got `{other}`"
+            )),
+        }
+    }
+}
+
+/// The HTTP API's settings.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// When set, mutating requests need `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+    /// With a token: reads need it too (`/healthz` never does).
+    pub protect_reads: bool,
+    /// Largest request body; larger ones get `413`.
+    pub max_body_bytes: usize,
+}
+
+/// The log's settings that operators tune.
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub auto_create_topics: bool,
+    pub default_partitions: u32,
+    pub dedupe_window: Duration,
+    pub max_event_bytes: usize,
+}
+
+/// Dispatch and shutdown.
+#[derive(Debug, Clone)]
+pub struct DispatchSettings {
+    pub batch_size: usize,
+    /// How long shutdown waits for in-flight requests and plugin calls.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("evhost-data"),
+            plugin_dir: PathBuf::from("plugins"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            log_format: LogFormat::Text,
+            api: ApiConfig {
+                token: None,
+                protect_reads: false,
+                max_body_bytes: 4 << 20,
+            },
+            log: LogSettings {
+                auto_create_topics: true,
+                default_partitions: 1,
+                dedupe_window: Duration::from_secs(120),
+                max_event_bytes: 1 << 20,
+            },
+            dispatch: DispatchSettings {
+                batch_size: 64,
+                shutdown_timeout: Duration::from_secs(10),
+            },
+        }
+    }
+}
+
+/// Settings given on the command line or in the environment; they win over the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub plugin_dir: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+    pub log_format: Option<LogFormat>,
+    pub token: Option<String>,
+}
+
+/// Why the configuration could not be loaded; each names the file and the problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+/// The file as written: every key optional, unknown keys refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    plugin_dir: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    log_format: Option<LogFormat>,
+    api: Option<FileApi>,
+    log: Option<FileLog>,
+    dispatch: Option<FileDispatch>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileApi {
+    token: Option<String>,
+    protect_reads: Option<bool>,
+    max_body_bytes: Option<ByteSize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileLog {
+    auto_create_topics: Option<bool>,
+    default_partitions: Option<u32>,
+    dedupe_window: Option<HumanDuration>,
+    max_event_bytes: Option<ByteSize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileDispatch {
+    batch_size: Option<usize>,
+    shutdown_timeout: Option<HumanDuration>,
+}
+
+/// Loads `file` (when given) over the defaults and applies `overrides`.
+pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Config, ConfigError> {
+    let mut config = Config::default();
+    if let Some(path) = file {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let parsed: FileConfig = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+            path: shown.clone(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        apply_file(&mut config, parsed);
+        // Relative paths in the file are relative to the file, not to the working directory.
+        if let Some(base) = path.parent() {
+            for p in [&mut config.data_dir, &mut config.plugin_dir] {
+                if p.is_relative() && !base.as_os_str().is_empty() {
+                    *p = base.join(&*p);
+                }
+            }
+        }
+    }
+    if let Some(v) = overrides.data_dir {
+        config.data_dir = v;
+    }
+    if let Some(v) = overrides.plugin_dir {
+        config.plugin_dir = v;
+    }
+    if let Some(v) = overrides.listen {
+        config.listen = v;
+    }
+    if let Some(v) = overrides.log_format {
+        config.log_format = v;
+    }
+    if let Some(v) = overrides.token {
+        config.api.token = Some(v);
+    }
+    validate(&config).map_err(|message| ConfigError::Invalid {
+        path: file.map_or_else(|| "(flags)".into(), |p| p.display().to_string()),
+        message,
+    })?;
+    Ok(config)
+}
+
+fn apply_file(config: &mut Config, file: FileConfig) {
+    if let Some(v) = file.data_dir {
+        config.data_dir = v;
+    }
+    if let Some(v) = file.plugin_dir {
+        config.plugin_dir = v;
+    }
+    if let Some(v) = file.listen {
+        config.listen = v;
+    }
+    if let Some(v) = file.log_format {
+        config.log_format = v;
+    }
+    if let Some(api) = file.api {
+        if api.token.is_some() {
+            config.api.token = api.token;
+        }
+        if let Some(v) = api.protect_reads {
+            config.api.protect_reads = v;
+        }
+        if let Some(v) = api.max_body_bytes {
+            config.api.max_body_bytes = v.0;
+        }
+    }
+    if let Some(log) = file.log {
+        if let Some(v) = log.auto_create_topics {
+            config.log.auto_create_topics = v;
+        }
+        if let Some(v) = log.default_partitions {
+            config.log.default_partitions = v;
+        }
+        if let Some(v) = log.dedupe_window {
+            config.log.dedupe_window = v.0;
+        }
+        if let Some(v) = log.max_event_bytes {
+            config.log.max_event_bytes = v.0;
+        }
+    }
+    if let Some(d) = file.dispatch {
+        if let Some(v) = d.batch_size {
+            config.dispatch.batch_size = v;
+        }
+        if let Some(v) = d.shutdown_timeout {
+            config.dispatch.shutdown_timeout = v.0;
+        }
+    }
+}
+
+fn validate(config: &Config) -> Result<(), String> {
+    if config.log.default_partitions == 0 {
+        return Err("log.default-partitions must be at least 1".into());
+    }
+    if config.dispatch.batch_size == 0 {
+        return Err("dispatch.batch-size must be at least 1".into());
+    }
+    if config.api.max_body_bytes < 1024 {
+        return Err("api.max-body-bytes must be at least 1 KiB".into());
+    }
+    if config.api.token.as_deref() == Some("") {
+        return Err("api.token must not be empty (leave it out to disable auth)".into());
+    }
+    Ok(())
+}
+
+/// A duration written the humantime way: `"250ms"`, `"10s"`, `"2m 30s"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s)
+            .map(HumanDuration)
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "invalid duration {s:?}: {e} (write e.g. \"500ms\", \"10s\", \"2m\")"
+                ))
+            })
+    }
+}
+
+/// A size: an integer number of bytes or a string with a unit (`"64 MiB"`, `"512KiB"`, `"1MB"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub usize);
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(n) => usize::try_from(n)
+                .map(ByteSize)
+                .map_err(|_| serde::de::Error::custom("size too large")),
+            Raw::Text(s) => parse_byte_size(&s)
+                .map(ByteSize)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Parses `"64 MiB"`, `"64MiB"`, `"1000 KB"`, `"4096"` into bytes.
+pub fn parse_byte_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {s:?}: expected a number of bytes, e.g. \"64 MiB\""))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KB" | "kB" => 1000,
+        "KiB" => 1 << 10,
+        "MB" => 1_000_000,
+        "MiB" => 1 << 20,
+        "GB" => 1_000_000_000,
+        "GiB" => 1 << 30,
+        other => {
+            return Err(format!(
+                "invalid size {s:?}: unknown unit {other:?} (use B, KiB, MiB, GiB, KB, MB or GB)"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .and_then(|b| usize::try_from(b).ok())
+        .ok_or_else(|| format!("invalid size {s:?}: too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("evhost.toml");
+        std::fs::write(&path, text).unwrap();
+        load(Some(&path), Overrides::default())
+    }
+
+    #[test]
+    fn defaults_need_no_file_and_bind_loopback() {
+        let c = load(None, Overrides::default()).unwrap();
+        assert!(c.listen.ip().is_loopback());
+        assert_eq!(c.api.token, None);
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_by_name() {
+        let err = load_str("listen = \"127.0.0.1:1\"\ndata-dri = \"x\"\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("data-dri"), "{msg}");
+        assert!(msg.contains("evhost.toml"), "{msg}");
+        let err = load_str("[api]\ntokn = \"x\"\n").unwrap_err().to_string();
+        assert!(err.contains("tokn"), "{err}");
+    }
+
+    #[test]
+    fn file_values_apply_and_flags_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("evhost.toml");
+        std::fs::write(
+            &path,
+            "data-dir = \"d\"\nlisten = \"127.0.0.1:9000\"\n[api]\nmax-body-bytes = \"2 MiB\"\n\
+             [log]\ndedupe-window = \"5m\"\n[dispatch]\nshutdown-timeout = \"3s\"\n",
+        )
+        .unwrap();
+        let c = load(Some(&path), Overrides::default()).unwrap();
+        assert_eq!(c.data_dir, dir.path().join("d"));
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.api.max_body_bytes, 2 << 20);
+        assert_eq!(c.log.dedupe_window, Duration::from_secs(300));
+        assert_eq!(c.dispatch.shutdown_timeout, Duration::from_secs(3));
+        let c = load(
+            Some(&path),
+            Overrides {
+                listen: Some("127.0.0.1:9001".parse().unwrap()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 9001);
+    }
+
+    #[test]
+    fn bad_values_name_the_problem() {
+        let err = load_str("[log]\ndedupe-window = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("dedupe-window") || err.contains("soon"),
+            "{err}"
+        );
+        let err = load_str("[api]\nmax-body-bytes = \"3 parsecs\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("parsecs"), "{err}");
+    }
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_byte_size("4096").unwrap(), 4096);
+        assert_eq!(parse_byte_size("64 MiB").unwrap(), 64 << 20);
+        assert_eq!(parse_byte_size("1KB").unwrap(), 1000);
+        assert!(parse_byte_size("MiB").is_err());
+    }
+}

@@ -1,0 +1,234 @@
+//! `evhost run`: wires the log, the runtime, the dispatcher, the plugin
+//! directory and the HTTP API together, and takes them down in order.
+//!
+//! Start: lock the data dir → open the log → runtime → dispatcher → schemas →
+//! bind → load every plugin file → serve. Stop (when `shutdown` resolves): stop
+//! accepting and end live tails → wait for requests in flight → dispatcher
+//! shutdown with the deadline → close the log (finishing queued writes).
+//!
+//! - `lock`: one daemon per data directory.
+//! - `schemas`: the schema registry's store.
+//! - `metrics`: the `/metrics` instruments.
+
+pub mod lock;
+pub mod metrics;
+pub mod schemas;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use self::lock::{DataLock, LockError};
+use self::metrics::Metrics;
+use self::schemas::{SchemaError, SchemaRegistry};
+use crate::api::{self, ApiState};
+use crate::config::Config;
+use crate::dispatch::{DispatchConfig, Dispatcher};
+use crate::log::{EventLog, LogConfig, LogError, RedbLog};
+use crate::plugins::{self, Loader};
+use crate::runtime::{Runtime, RuntimeConfig, RuntimeError};
+
+/// Prints a line for the operator on stdout; a closed stdout is not an error worth
+/// stopping the daemon for (`println!` would panic).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, $($arg)*);
+        let _ = out.flush();
+    }};
+}
+
+/// Why the daemon could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot open the event log {path}: {source}")]
+    Log { path: String, source: LogError },
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Schemas(#[from] SchemaError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the HTTP server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Runs the daemon until `shutdown` resolves, then stops it cleanly.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), DaemonError> {
+    let data = config.data_dir.clone();
+    std::fs::create_dir_all(&data).map_err(|source| DaemonError::DataDir {
+        path: data.display().to_string(),
+        source,
+    })?;
+    let lock = DataLock::acquire(&data)?;
+
+    let log_path = data.join("log.redb");
+    let log_config = LogConfig {
+        auto_create_topics: config.log.auto_create_topics,
+        default_partitions: config.log.default_partitions,
+        dedupe_window: config.log.dedupe_window,
+        max_event_bytes: config.log.max_event_bytes,
+        ..LogConfig::default()
+    };
+    let redb = {
+        let path = log_path.clone();
+        tokio::task::spawn_blocking(move || RedbLog::open(&path, log_config))
+            .await
+            .map_err(|e| DaemonError::Log {
+                path: log_path.display().to_string(),
+                source: LogError::Invalid(e.to_string()),
+            })?
+            .map_err(|source| DaemonError::Log {
+                path: log_path.display().to_string(),
+                source,
+            })?
+    };
+    let redb = Arc::new(redb);
+    let log: Arc<dyn EventLog> = redb.clone();
+
+    let runtime = Arc::new(Runtime::new(RuntimeConfig {
+        cache_dir: Some(data.join("cache")),
+        max_event_bytes: config.log.max_event_bytes,
+        ..RuntimeConfig::default()
+    })?);
+    let dispatcher = Dispatcher::new(
+        log.clone(),
+        runtime.clone(),
+        DispatchConfig {
+            batch_size: config.dispatch.batch_size,
+            ..DispatchConfig::default()
+        },
+    );
+    let schemas = Arc::new(SchemaRegistry::open(&data.join("schemas"))?);
+    let loader = Arc::new(Loader::new(runtime.clone(), dispatcher.clone()));
+
+    let listener =
+        TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| DaemonError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| DaemonError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+
+    say!(
+        "evhost {}: data {}, plugins {}",
+        env!("CARGO_PKG_VERSION"),
+        data.display(),
+        config.plugin_dir.display()
+    );
+    load_plugin_dir(&loader, &config.plugin_dir).await;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let state = Arc::new(ApiState {
+        log: log.clone(),
+        dispatcher: dispatcher.clone(),
+        loader,
+        schemas,
+        metrics: Arc::new(Metrics::new()),
+        config: config.api.clone(),
+        shutdown: stop_rx.clone(),
+    });
+    let mut server_stop = stop_rx;
+    let mut server = tokio::spawn(api::serve(listener, state, async move {
+        let _ = server_stop.wait_for(|stopping| *stopping).await;
+    }));
+    say!("listening on http://{addr}");
+    if !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "the API listens beyond loopback");
+    }
+    tracing::info!(%addr, "evhost is running");
+
+    let served = tokio::select! {
+        () = shutdown => None,
+        r = &mut server => Some(r),
+    };
+    let result = match served {
+        // The server stopped by itself: an error.
+        Some(r) => Err(DaemonError::Serve(match r {
+            Ok(Err(e)) => e,
+            Ok(Ok(())) => std::io::Error::other("the server stopped unexpectedly"),
+            Err(e) => std::io::Error::other(e.to_string()),
+        })),
+        None => {
+            say!("shutting down");
+            let _ = stop_tx.send(true);
+            let deadline = config.dispatch.shutdown_timeout;
+            if tokio::time::timeout(deadline, &mut server).await.is_err() {
+                tracing::warn!(
+                    ?deadline,
+                    "requests still in flight at the deadline; dropping them"
+                );
+                server.abort();
+            }
+            Ok(())
+        }
+    };
+    dispatcher.shutdown(config.dispatch.shutdown_timeout).await;
+    // The writer finishes the writes queued so far; every acknowledged one is already durable.
+    let closing = redb.clone();
+    let _ = tokio::task::spawn_blocking(move || closing.shutdown()).await;
+    drop(lock);
+    if result.is_ok() {
+        say!("evhost stopped");
+    }
+    result
+}
+
+/// Loads every `*.wasm` of the plugin directory; failures are reported, not fatal.
+async fn load_plugin_dir(loader: &Loader, dir: &Path) {
+    let files = match plugins::scan(dir) {
+        Ok(files) => files,
+        Err(e) => {
+            say!("no plugins loaded: cannot read {}: {e}", dir.display());
+            return;
+        }
+    };
+    if files.is_empty() {
+        say!("no plugins in {}", dir.display());
+    }
+    for file in files {
+        match loader.deploy_file(&file).await {
+            Ok(d) => {
+                let info = &d.plugin.info;
+                let subs: Vec<String> = d
+                    .subscriptions()
+                    .iter()
+                    .map(|s| format!("{} {}", s.topic, s.event_type))
+                    .collect();
+                say!(
+                    "loaded plugin {} {} from {} (sha256:{}), subscribes to {}",
+                    info.name,
+                    info.version,
+                    file.display(),
+                    &d.plugin.digest[..12.min(d.plugin.digest.len())],
+                    subs.join(", ")
+                );
+            }
+            Err(e) => say!("FAILED to load {}: {e}", file.display()),
+        }
+    }
+}

@@ -1,0 +1,326 @@
+//! Dispatch: every loaded plugin consumes the log as a consumer group.
+//!
+//! For each plugin a supervisor finds the topics its subscriptions match (new
+//! topics are picked up as they appear) and runs one consumer per partition.
+//! A consumer reads a batch, calls the plugin on a blocking thread, and commits
+//! the batch's outcome — offset, emits, state — through the log's single
+//! consumer-commit transaction. Failures are retried with backoff and parked in
+//! the dead-letter store; a circuit breaker pauses a plugin that keeps failing.
+//!
+//! # Layout
+//! - `matcher`: subscription globs → which topics, which event types.
+//! - `backoff`: the retry delay of each attempt.
+//! - `breaker`: the per-plugin circuit breaker.
+//! - `overlay`: the state view of a call: committed state plus the batch's writes.
+//! - `consumer`: one partition's read–call–commit loop.
+//! - `supervisor`: one plugin's consumers across topics and partitions.
+//! - `replay`: dead-letter replay through the current plugin version.
+
+mod backoff;
+mod breaker;
+mod consumer;
+mod matcher;
+mod overlay;
+mod replay;
+mod supervisor;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::broadcast;
+
+use serde::Serialize;
+
+pub use self::backoff::delay_for_attempt;
+pub use self::breaker::{BreakerConfig, BreakerState};
+pub use self::matcher::Matcher;
+use self::supervisor::Supervisor;
+use crate::event::Position;
+use crate::log::{DeadLetterId, EventLog, FailureKind, LogError};
+use crate::runtime::{Grants, Limits, LoadedPlugin, RetryPolicy, Runtime, Subscription};
+
+/// Dispatcher-wide settings.
+#[derive(Debug, Clone)]
+pub struct DispatchConfig {
+    /// Most events one consumer reads, calls and commits as one batch.
+    pub batch_size: usize,
+    /// How often supervisors look for new topics.
+    pub topic_scan_interval: Duration,
+    /// Retry policy of plugins that declare none.
+    pub default_retry: RetryPolicy,
+    pub breaker: BreakerConfig,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        DispatchConfig {
+            batch_size: 64,
+            topic_scan_interval: Duration::from_millis(250),
+            default_retry: RetryPolicy::default(),
+            breaker: BreakerConfig::default(),
+        }
+    }
+}
+
+/// What the operator decides about a plugin (from its sidecar); everything
+/// optional falls back to what the plugin describes or the host defaults.
+#[derive(Debug, Clone, Default)]
+pub struct PluginSettings {
+    /// Replaces the plugin's own subscriptions when set.
+    pub subscriptions: Option<Vec<Subscription>>,
+    /// Replaces the plugin's own retry policy when set.
+    pub retry: Option<RetryPolicy>,
+    pub limits: Limits,
+    /// Most partitions the plugin works on at once; `None` is no bound.
+    pub concurrency: Option<usize>,
+    pub config: BTreeMap<String, String>,
+    pub grants: Grants,
+}
+
+/// A plugin version as deployed: the loaded component plus its settings and
+/// the load number that tells versions apart.
+#[derive(Clone)]
+pub struct Deployment {
+    pub plugin: Arc<LoadedPlugin>,
+    pub settings: PluginSettings,
+    /// Monotonically increasing per daemon; recorded in dead letters.
+    pub load_number: u64,
+}
+
+impl Deployment {
+    pub fn name(&self) -> &str {
+        &self.plugin.info.name
+    }
+
+    pub fn subscriptions(&self) -> &[Subscription] {
+        self.settings
+            .subscriptions
+            .as_deref()
+            .unwrap_or(&self.plugin.info.subscriptions)
+    }
+}
+
+/// Running, paused by the breaker, or stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    Running,
+    Paused,
+    Stopped,
+}
+
+/// One partition's progress.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionLag {
+    pub topic: String,
+    pub partition: u32,
+    /// The next offset the plugin will consume.
+    pub committed: u64,
+    /// The partition's end offset.
+    pub end: u64,
+    pub lag: u64,
+}
+
+/// What `GET /v1/plugins` and the metrics show of a plugin.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginStatus {
+    pub name: String,
+    pub version: String,
+    pub digest: String,
+    pub load_number: u64,
+    pub state: RunState,
+    pub subscriptions: Vec<Subscription>,
+    pub processed: u64,
+    pub failed: u64,
+    pub dead_lettered: u64,
+    pub last_error: Option<String>,
+    pub lag: u64,
+    pub partitions: Vec<PartitionLag>,
+}
+
+/// Errors of dispatcher operations (not of plugin calls, which end up in
+/// dead letters and counters).
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error("no dead letter with id {0}")]
+    UnknownDeadLetter(DeadLetterId),
+    #[error("plugin `{0}` is not loaded, so its dead letters cannot be replayed")]
+    PluginNotLoaded(String),
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+/// The result of replaying one dead letter.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ReplayOutcome {
+    /// Handled; the effects are committed and the dead letter removed.
+    Succeeded,
+    /// Failed again; the dead letter is updated (it has a new id).
+    Failed { new_id: u64, message: String },
+}
+
+/// What happens in dispatch, for observers (metrics, tests, tracing).
+#[derive(Debug, Clone)]
+pub enum DispatchEvent {
+    /// A call failed; `retry_in` is the backoff before the next attempt, or
+    /// `None` when the event is parked instead.
+    CallFailed {
+        plugin: String,
+        position: Position,
+        event_id: String,
+        attempt: u32,
+        kind: FailureKind,
+        message: String,
+        at: SystemTime,
+        retry_in: Option<Duration>,
+    },
+    /// An event went to the dead-letter store.
+    Parked {
+        plugin: String,
+        position: Position,
+        event_id: String,
+        dead_letter: DeadLetterId,
+        kind: FailureKind,
+        attempts: u32,
+    },
+    /// A plugin's circuit breaker changed state.
+    Breaker {
+        plugin: String,
+        state: BreakerState,
+        at: SystemTime,
+    },
+}
+
+/// Owns the plugins' supervisors. Cheap to share behind an `Arc`.
+pub struct Dispatcher {
+    log: Arc<dyn EventLog>,
+    runtime: Arc<Runtime>,
+    config: DispatchConfig,
+    supervisors: Mutex<BTreeMap<String, Supervisor>>,
+    events: broadcast::Sender<DispatchEvent>,
+}
+
+impl Dispatcher {
+    /// Must be called inside a tokio runtime: supervisors and consumers are tasks.
+    pub fn new(log: Arc<dyn EventLog>, runtime: Arc<Runtime>, config: DispatchConfig) -> Arc<Self> {
+        Arc::new(Dispatcher {
+            log,
+            runtime,
+            config,
+            supervisors: Mutex::new(BTreeMap::new()),
+            events: broadcast::channel(4096).0,
+        })
+    }
+
+    /// A feed of dispatch events from now on (lagging receivers lose the oldest).
+    pub fn subscribe(&self) -> broadcast::Receiver<DispatchEvent> {
+        self.events.subscribe()
+    }
+
+    /// Starts consuming for `deployment`, or swaps the running version of the
+    /// plugin with the same name between batches (offsets carry over).
+    pub fn deploy(&self, deployment: Deployment) {
+        let mut sups = self
+            .supervisors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match sups.get(deployment.name()) {
+            Some(sup) => sup.replace(deployment),
+            None => {
+                let name = deployment.name().to_owned();
+                let sup = Supervisor::start(
+                    self.log.clone(),
+                    self.runtime.clone(),
+                    self.config.clone(),
+                    deployment,
+                    self.events.clone(),
+                );
+                sups.insert(name, sup);
+            }
+        }
+    }
+
+    /// Stops a plugin's consumers; its offsets, state and dead letters stay.
+    pub async fn remove(&self, name: &str) -> bool {
+        let sup = self
+            .supervisors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name);
+        match sup {
+            Some(sup) => {
+                // A call still running after this ends at its own timeout, uncommitted.
+                sup.join(Duration::from_secs(10)).await;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Status of every deployed plugin, by name.
+    pub async fn plugins(&self) -> Vec<PluginStatus> {
+        let sups: Vec<_> = {
+            let sups = self
+                .supervisors
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            sups.values().map(Supervisor::handle).collect()
+        };
+        let mut out = Vec::with_capacity(sups.len());
+        for s in sups {
+            out.push(s.status(self.log.as_ref()).await);
+        }
+        out
+    }
+
+    /// Replays one dead letter through the current version of its plugin.
+    pub async fn replay(&self, id: DeadLetterId) -> Result<ReplayOutcome, DispatchError> {
+        replay::replay(self, id).await
+    }
+
+    /// Replays every dead letter of `plugin`, oldest first; returns how many
+    /// succeeded and how many failed again.
+    pub async fn replay_all(&self, plugin: &str) -> Result<(usize, usize), DispatchError> {
+        replay::replay_all(self, plugin).await
+    }
+
+    /// Stops all consumers: calls in flight get until `deadline` to finish and
+    /// commit; after it they are abandoned uncommitted (and redelivered later).
+    pub async fn shutdown(&self, deadline: Duration) {
+        let sups: Vec<Supervisor> = std::mem::take(
+            &mut *self
+                .supervisors
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+        .into_values()
+        .collect();
+        // Signal all first so they wind down together, then wait for each.
+        for s in &sups {
+            s.signal_stop();
+        }
+        let until = tokio::time::Instant::now() + deadline;
+        let mut abandoned = false;
+        for s in sups {
+            abandoned |= !s
+                .join(until.saturating_duration_since(tokio::time::Instant::now()))
+                .await;
+        }
+        if abandoned {
+            // Their tasks are gone, but a call may still run on a blocking
+            // thread until its timeout; stop it now so the process can exit.
+            self.runtime.interrupt_all();
+        }
+    }
+
+    fn plugin_parts(&self, plugin: &str) -> Option<(Deployment, Arc<supervisor::PluginShared>)> {
+        let sups = self
+            .supervisors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        sups.get(plugin)
+            .map(|s| (s.current(), s.handle().shared().clone()))
+    }
+}

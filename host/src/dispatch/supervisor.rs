@@ -1,0 +1,326 @@
+//! One plugin's consumers: finds the topics its subscriptions match, runs a
+//! consumer per partition, follows new topics and new plugin versions.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, broadcast, watch};
+use tokio::task::JoinHandle;
+
+use super::breaker::{Breaker, BreakerState};
+use super::consumer::{self, ConsumerCtx};
+use super::matcher::Matcher;
+use super::{Deployment, DispatchConfig, DispatchEvent, PartitionLag, PluginStatus, RunState};
+use crate::log::EventLog;
+use crate::runtime::Runtime;
+
+/// What a plugin's consumers share.
+pub(super) struct PluginShared {
+    pub name: String,
+    pub breaker: Breaker,
+    pub processed: AtomicU64,
+    pub failed: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub last_error: Mutex<Option<String>>,
+    /// Held by a consumer from its batch's first call until the batch is
+    /// committed when the plugin may use state, so that consumers of different
+    /// partitions never read state another batch is about to change.
+    pub state_lock: tokio::sync::Mutex<()>,
+    pub concurrency: Option<Arc<Semaphore>>,
+    pub events: broadcast::Sender<DispatchEvent>,
+}
+
+impl PluginShared {
+    pub fn set_error(&self, message: String) {
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(message);
+    }
+}
+
+/// A deployment with its compiled matcher.
+#[derive(Clone)]
+pub(super) struct Current {
+    pub deployment: Deployment,
+    pub matcher: Matcher,
+}
+
+pub(super) struct Supervisor {
+    handle: SupervisorHandle,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// The parts of a supervisor that status queries need.
+#[derive(Clone)]
+pub(super) struct SupervisorHandle {
+    shared: Arc<PluginShared>,
+    current: watch::Receiver<Current>,
+    current_tx: Arc<watch::Sender<Current>>,
+    partitions: Arc<Mutex<Vec<(String, u32)>>>,
+}
+
+fn compile(deployment: Deployment) -> Current {
+    let matcher = Matcher::new(deployment.subscriptions()).unwrap_or_else(|e| {
+        // Subscriptions are validated when loaded; a bad pattern here consumes nothing.
+        tracing::error!(
+            plugin = deployment.name(),
+            "invalid subscription pattern: {e}"
+        );
+        Matcher::new(&[]).unwrap_or_else(|_| unreachable!("no patterns cannot fail"))
+    });
+    Current {
+        deployment,
+        matcher,
+    }
+}
+
+impl Supervisor {
+    pub fn start(
+        log: Arc<dyn EventLog>,
+        runtime: Arc<Runtime>,
+        config: DispatchConfig,
+        deployment: Deployment,
+        events: broadcast::Sender<DispatchEvent>,
+    ) -> Self {
+        let name = deployment.name().to_owned();
+        let feed = events.clone();
+        let on_change = move |state: BreakerState| {
+            tracing::warn!(plugin = %name, "circuit breaker is now {state:?}");
+            let _ = feed.send(DispatchEvent::Breaker {
+                plugin: name.clone(),
+                state,
+                at: std::time::SystemTime::now(),
+            });
+        };
+        let shared = Arc::new(PluginShared {
+            name: deployment.name().to_owned(),
+            breaker: Breaker::new(config.breaker.clone(), on_change),
+            processed: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            dead_lettered: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+            state_lock: tokio::sync::Mutex::new(()),
+            concurrency: deployment
+                .settings
+                .concurrency
+                .map(|n| Arc::new(Semaphore::new(n.max(1)))),
+            events,
+        });
+        let (current_tx, current_rx) = watch::channel(compile(deployment));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let handle = SupervisorHandle {
+            shared: shared.clone(),
+            current: current_rx.clone(),
+            current_tx: Arc::new(current_tx),
+            partitions: Arc::new(Mutex::new(Vec::new())),
+        };
+        let task = tokio::spawn(run(log, runtime, config, handle.clone(), stop_rx));
+        Supervisor {
+            handle,
+            stop: stop_tx,
+            task,
+        }
+    }
+
+    pub fn handle(&self) -> SupervisorHandle {
+        self.handle.clone()
+    }
+
+    pub fn current(&self) -> Deployment {
+        self.handle.current.borrow().deployment.clone()
+    }
+
+    /// Swaps in a new version; consumers pick it up between batches.
+    pub fn replace(&self, deployment: Deployment) {
+        self.handle.current_tx.send_replace(compile(deployment));
+    }
+
+    /// Asks the consumers to stop after their current batch.
+    pub fn signal_stop(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// Waits for the consumers to stop, abandoning them after `deadline`;
+    /// returns whether they stopped in time.
+    pub async fn join(self, deadline: Duration) -> bool {
+        self.signal_stop();
+        let abort = self.task.abort_handle();
+        if tokio::time::timeout(deadline, self.task).await.is_err() {
+            tracing::warn!(plugin = %self.handle.shared.name, "consumers did not stop within {deadline:?}; abandoning their calls uncommitted");
+            abort.abort();
+            return false;
+        }
+        true
+    }
+}
+
+impl SupervisorHandle {
+    pub fn shared(&self) -> &Arc<PluginShared> {
+        &self.shared
+    }
+
+    pub async fn status(&self, log: &dyn EventLog) -> PluginStatus {
+        let current = self.current.borrow().clone();
+        let d = &current.deployment;
+        let consumed = self
+            .partitions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut partitions = Vec::new();
+        let mut ends: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for (topic, partition) in consumed {
+            if !ends.contains_key(&topic)
+                && let Ok(Some(info)) = log.topic(&topic).await
+            {
+                ends.insert(
+                    topic.clone(),
+                    info.partitions.iter().map(|p| p.end).collect(),
+                );
+            }
+            let end = ends
+                .get(&topic)
+                .and_then(|e| e.get(partition as usize))
+                .copied()
+                .unwrap_or(0);
+            let committed = log
+                .committed_offset(d.name(), &topic, partition)
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or(0);
+            partitions.push(PartitionLag {
+                topic,
+                partition,
+                committed,
+                end,
+                lag: end.saturating_sub(committed),
+            });
+        }
+        let state = match self.shared.breaker.state() {
+            BreakerState::Closed => RunState::Running,
+            BreakerState::Open | BreakerState::HalfOpen => RunState::Paused,
+        };
+        PluginStatus {
+            name: d.name().to_owned(),
+            version: d.plugin.info.version.clone(),
+            digest: d.plugin.digest.clone(),
+            load_number: d.load_number,
+            state,
+            subscriptions: d.subscriptions().to_vec(),
+            processed: self.shared.processed.load(Ordering::Relaxed),
+            failed: self.shared.failed.load(Ordering::Relaxed),
+            dead_lettered: self.shared.dead_lettered.load(Ordering::Relaxed),
+            last_error: self
+                .shared
+                .last_error
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+            lag: partitions.iter().map(|p| p.lag).sum(),
+            partitions,
+        }
+    }
+}
+
+struct Running {
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Running {
+    async fn stop_and_join(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Consumers are tasks of their own; when the supervisor is abandoned (its
+/// task aborted after the shutdown deadline) they must go with it.
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+async fn run(
+    log: Arc<dyn EventLog>,
+    runtime: Arc<Runtime>,
+    config: DispatchConfig,
+    handle: SupervisorHandle,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut consumers: BTreeMap<(String, u32), Running> = BTreeMap::new();
+    let mut current = handle.current.clone();
+    loop {
+        let matcher = current.borrow_and_update().matcher.clone();
+        match log.topics().await {
+            Ok(topics) => {
+                let mut wanted = Vec::new();
+                for t in topics.iter().filter(|t| matcher.topic_matches(&t.name)) {
+                    for p in 0..t.partitions.len() as u32 {
+                        wanted.push((t.name.clone(), p));
+                    }
+                }
+                // Consumers whose topic no longer matches stop; new ones start.
+                let gone: Vec<_> = consumers
+                    .keys()
+                    .filter(|k| !wanted.contains(k))
+                    .cloned()
+                    .collect();
+                for key in gone {
+                    if let Some(r) = consumers.remove(&key) {
+                        r.stop_and_join().await;
+                    }
+                }
+                for key in &wanted {
+                    if !consumers.contains_key(key) {
+                        let (stop_tx, stop_rx) = watch::channel(false);
+                        let ctx = ConsumerCtx {
+                            log: log.clone(),
+                            runtime: runtime.clone(),
+                            config: config.clone(),
+                            shared: handle.shared.clone(),
+                            current: handle.current.clone(),
+                            topic: key.0.clone(),
+                            partition: key.1,
+                            stop: stop_rx,
+                        };
+                        let task = tokio::spawn(consumer::run(ctx));
+                        consumers.insert(
+                            key.clone(),
+                            Running {
+                                stop: stop_tx,
+                                task: Some(task),
+                            },
+                        );
+                    }
+                }
+                *handle
+                    .partitions
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = wanted;
+            }
+            Err(e) => tracing::warn!(plugin = %handle.shared.name, "cannot list topics: {e}"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(config.topic_scan_interval) => {}
+            _ = current.changed() => {}
+            _ = stop.changed() => break,
+        }
+    }
+    for r in consumers.values() {
+        let _ = r.stop.send(true);
+    }
+    for (_, r) in consumers {
+        r.stop_and_join().await;
+    }
+}

@@ -1,0 +1,124 @@
+//! Failure paths that need the backend's fault injection.
+
+use std::time::Duration;
+
+use super::RedbLog;
+use crate::event::Position;
+use crate::log::encoding::tests::sample_event;
+use crate::log::{
+    ConsumerCommit, EventLog, LogConfig, LogError, NewEvent, OffsetAdvance, StateChange,
+};
+
+fn event(id: &str) -> crate::event::Event {
+    crate::event::Event {
+        id: id.into(),
+        stream: None,
+        streamversion: None,
+        ..sample_event()
+    }
+}
+
+#[test]
+fn a_commit_failing_midway_leaves_neither_offset_nor_emits_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.redb");
+    let config = LogConfig {
+        max_linger: Duration::from_millis(100),
+        ..LogConfig::default()
+    };
+    let log = RedbLog::open(&path, config.clone()).unwrap();
+    log.append(vec![NewEvent::to_topic("orders", event("e0"))])
+        .wait()
+        .unwrap();
+
+    // Every part of the commit is applied to the transaction, then the transaction fails
+    // before it is durable; an append batched with it fails alike.
+    log.fail_next_commit();
+    let commit = log.commit(ConsumerCommit {
+        group: "billing".into(),
+        offset: Some(OffsetAdvance {
+            topic: "orders".into(),
+            partition: 0,
+            next: 1,
+        }),
+        emits: vec![NewEvent::to_topic("invoices", event("inv-1"))],
+        state: vec![StateChange {
+            namespace: "billing".into(),
+            key: "k".into(),
+            value: Some(b"v".to_vec()),
+        }],
+        ..ConsumerCommit::default()
+    });
+    let neighbour = log.append(vec![NewEvent::to_topic("orders", event("e1"))]);
+    assert!(matches!(commit.wait(), Err(LogError::Storage(_))));
+    assert!(matches!(neighbour.wait(), Err(LogError::Storage(_))));
+    assert_eq!(log.stats().failed_transactions, 1);
+
+    let check = |log: &RedbLog| {
+        assert_eq!(
+            log.committed_offset("billing", "orders", 0).wait().unwrap(),
+            None
+        );
+        assert_eq!(
+            log.topic("invoices").wait().unwrap(),
+            None,
+            "no emit, no topic"
+        );
+        assert_eq!(log.state_get("billing", "k").wait().unwrap(), None);
+        assert_eq!(log.read("orders", 0, 0, 10).wait().unwrap().len(), 1);
+    };
+    check(&log);
+    drop(log);
+    let log = RedbLog::open(&path, config).unwrap();
+    check(&log);
+
+    // The writer's caches were not advanced by the failed batch: the next event gets
+    // offset 1, not 2.
+    let ack = log
+        .append(vec![NewEvent::to_topic("orders", event("e1"))])
+        .wait()
+        .unwrap();
+    assert_eq!(
+        ack[0].position,
+        Position {
+            topic: "orders".into(),
+            partition: 0,
+            offset: 1
+        }
+    );
+    assert!(
+        !ack[0].duplicate,
+        "the failed batch's dedupe entry is gone too"
+    );
+}
+
+#[test]
+fn the_runtime_reads_committed_plugin_state_through_the_log() {
+    use crate::runtime::StateStore;
+    let dir = tempfile::tempdir().unwrap();
+    let log = RedbLog::open(dir.path().join("log.redb"), LogConfig::default()).unwrap();
+    let put = |key: &str| StateChange {
+        namespace: "counter".into(),
+        key: key.into(),
+        value: Some(key.as_bytes().to_vec()),
+    };
+    log.commit(ConsumerCommit {
+        group: "counter".into(),
+        state: vec![put("count/a"), put("count/b"), put("other")],
+        ..ConsumerCommit::default()
+    })
+    .wait()
+    .unwrap();
+    assert_eq!(
+        StateStore::get(&log, "counter", "count/a").unwrap(),
+        Some(b"count/a".to_vec())
+    );
+    assert_eq!(
+        StateStore::keys(&log, "counter", "count/").unwrap(),
+        ["count/a", "count/b"]
+    );
+    assert_eq!(
+        StateStore::get(&log, "other-plugin", "count/a").unwrap(),
+        None
+    );
+}

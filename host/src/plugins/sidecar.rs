@@ -1,0 +1,254 @@
+//! The operator's sidecar `NAME.toml` next to `NAME.wasm`: what the operator
+//! decides about a plugin. Every key is optional; unknown keys are refused by
+//! name. The format is documented in the README (section "Plugin sidecar").
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::config::{ByteSize, HumanDuration};
+use crate::dispatch::PluginSettings;
+use crate::runtime::{Grants, Limits, RetryPolicy, Subscription};
+
+/// A parsed sidecar, before it is combined with what the plugin describes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Sidecar {
+    /// Replaces the plugin's own subscriptions.
+    subscriptions: Option<Vec<SubscriptionSpec>>,
+    /// Overrides fields of the plugin's retry policy (or of the host default).
+    retry: Option<RetrySpec>,
+    timeout: Option<HumanDuration>,
+    memory: Option<ByteSize>,
+    fuel: Option<u64>,
+    concurrency: Option<usize>,
+    #[serde(default)]
+    config: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    grants: GrantsSpec,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubscriptionSpec {
+    topic: String,
+    #[serde(rename = "type")]
+    event_type: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RetrySpec {
+    max_attempts: Option<u32>,
+    initial_backoff: Option<HumanDuration>,
+    max_backoff: Option<HumanDuration>,
+    multiplier: Option<f64>,
+    jitter: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantsSpec {
+    /// Event-type globs the plugin may emit.
+    #[serde(default)]
+    emit: Vec<String>,
+    /// May use the `state` interface.
+    #[serde(default)]
+    state: bool,
+}
+
+impl Sidecar {
+    /// Reads and parses a sidecar file; the error message names the file and the key.
+    pub fn read(path: &Path) -> Result<Sidecar, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
+        Sidecar::parse(&text)
+    }
+
+    pub fn parse(text: &str) -> Result<Sidecar, String> {
+        let sidecar: Sidecar =
+            toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())?;
+        sidecar.check()?;
+        Ok(sidecar)
+    }
+
+    /// Checks what can be checked without the plugin.
+    fn check(&self) -> Result<(), String> {
+        for s in self.subscriptions.iter().flatten() {
+            for (key, pattern) in [("topic", &s.topic), ("type", &s.event_type)] {
+                if pattern.is_empty() {
+                    return Err(format!("subscriptions: `{key}` must not be empty"));
+                }
+                globset::Glob::new(pattern).map_err(|e| {
+                    format!("subscriptions: `{key}` pattern {pattern:?} is invalid: {e}")
+                })?;
+            }
+        }
+        for pattern in &self.grants.emit {
+            globset::Glob::new(pattern)
+                .map_err(|e| format!("grants.emit: pattern {pattern:?} is invalid: {e}"))?;
+        }
+        if self.concurrency == Some(0) {
+            return Err("concurrency must be at least 1".into());
+        }
+        if let Some(t) = self.timeout
+            && t.0.is_zero()
+        {
+            return Err("timeout must be more than zero".into());
+        }
+        if let Some(m) = self.memory
+            && m.0 < 64 << 10
+        {
+            return Err("memory must be at least 64 KiB (one Wasm page)".into());
+        }
+        for (key, value) in &self.config {
+            config_value(value).map_err(|e| format!("config.{key}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Combines the sidecar with the plugin's own retry policy into the settings the
+    /// dispatcher runs the plugin with.
+    pub fn settings(&self, plugin_retry: Option<&RetryPolicy>) -> Result<PluginSettings, String> {
+        let defaults = Limits::default();
+        let limits = Limits {
+            timeout: self.timeout.map_or(defaults.timeout, |t| t.0),
+            memory: self.memory.map_or(defaults.memory, |m| m.0),
+            fuel: self.fuel.or(defaults.fuel),
+        };
+        let retry = match &self.retry {
+            None => None,
+            Some(spec) => {
+                let mut policy = plugin_retry.cloned().unwrap_or_default();
+                if let Some(v) = spec.max_attempts {
+                    policy.max_attempts = v;
+                }
+                if let Some(v) = spec.initial_backoff {
+                    policy.initial_backoff = v.0;
+                }
+                if let Some(v) = spec.max_backoff {
+                    policy.max_backoff = v.0;
+                }
+                if let Some(v) = spec.multiplier {
+                    policy.multiplier = v;
+                }
+                if let Some(v) = spec.jitter {
+                    policy.jitter = v;
+                }
+                policy.validate().map_err(|e| format!("retry: {e}"))?;
+                Some(policy)
+            }
+        };
+        let grants = Grants::new(self.grants.emit.clone(), self.grants.state)
+            .map_err(|e| format!("grants.emit: {e}"))?;
+        let config = self
+            .config
+            .iter()
+            .map(|(k, v)| {
+                Ok((
+                    k.clone(),
+                    config_value(v).map_err(|e| format!("config.{k}: {e}"))?,
+                ))
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(PluginSettings {
+            subscriptions: self.subscriptions.as_ref().map(|subs| {
+                subs.iter()
+                    .map(|s| Subscription {
+                        topic: s.topic.clone(),
+                        event_type: s.event_type.clone(),
+                    })
+                    .collect()
+            }),
+            retry,
+            limits,
+            concurrency: self.concurrency,
+            config,
+            grants,
+        })
+    }
+}
+
+/// Plugins read config values as strings; scalars are written the TOML way and converted.
+fn config_value(value: &toml::Value) -> Result<String, String> {
+    match value {
+        toml::Value::String(s) => Ok(s.clone()),
+        toml::Value::Integer(i) => Ok(i.to_string()),
+        toml::Value::Float(f) => Ok(f.to_string()),
+        toml::Value::Boolean(b) => Ok(b.to_string()),
+        toml::Value::Datetime(d) => Ok(d.to_string()),
+        toml::Value::Array(_) | toml::Value::Table(_) => {
+            Err("values must be strings, numbers or booleans".into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn an_empty_sidecar_changes_nothing_and_grants_nothing() {
+        let s = Sidecar::parse("").unwrap().settings(None).unwrap();
+        assert!(s.subscriptions.is_none() && s.retry.is_none());
+        assert_eq!(s.limits, Limits::default());
+        assert!(!s.grants.may_emit("anything") && !s.grants.state);
+    }
+
+    #[test]
+    fn every_key_is_applied() {
+        let text = r#"
+            timeout = "250ms"
+            memory = "16 MiB"
+            fuel = 1000000
+            concurrency = 2
+            [[subscriptions]]
+            topic = "user-events"
+            type = "user.*"
+            [retry]
+            max-attempts = 3
+            initial-backoff = "10ms"
+            [grants]
+            emit = ["notification.*"]
+            state = true
+            [config]
+            greeting = "Hej"
+            times = 3
+        "#;
+        let s = Sidecar::parse(text).unwrap().settings(None).unwrap();
+        assert_eq!(s.limits.timeout, Duration::from_millis(250));
+        assert_eq!(s.limits.memory, 16 << 20);
+        assert_eq!(s.limits.fuel, Some(1_000_000));
+        assert_eq!(s.concurrency, Some(2));
+        assert_eq!(s.subscriptions.unwrap()[0].event_type, "user.*");
+        let retry = s.retry.unwrap();
+        assert_eq!(retry.max_attempts, 3);
+        assert_eq!(retry.initial_backoff, Duration::from_millis(10));
+        assert_eq!(retry.max_backoff, RetryPolicy::default().max_backoff);
+        assert!(s.grants.may_emit("notification.requested") && !s.grants.may_emit("user.created"));
+        assert!(s.grants.state);
+        assert_eq!(s.config["greeting"], "Hej");
+        assert_eq!(s.config["times"], "3");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let e = Sidecar::parse("timeot = \"1s\"").unwrap_err();
+        assert!(e.contains("timeot"), "{e}");
+        let e = Sidecar::parse("[grants]\nemitt = []").unwrap_err();
+        assert!(e.contains("emitt"), "{e}");
+        let e = Sidecar::parse("timeout = \"soon\"").unwrap_err();
+        assert!(e.contains("soon"), "{e}");
+        let e = Sidecar::parse("[retry]\nmax-attempts = 0")
+            .unwrap()
+            .settings(None)
+            .unwrap_err();
+        assert!(e.contains("max-attempts"), "{e}");
+        let e = Sidecar::parse("[config]\nlist = [1]").unwrap_err();
+        assert!(e.contains("config.list"), "{e}");
+        let e = Sidecar::parse("[grants]\nemit = [\"a[\"]").unwrap_err();
+        assert!(e.contains("grants.emit"), "{e}");
+    }
+}

@@ -1,0 +1,1415 @@
+//! The event log through its public interface, on a real redb file.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use evhost::event::{Event, Position};
+use evhost::log::*;
+
+// ---------------------------------------------------------------------------------------
+// harness
+
+/// A log in a temp dir, on a manual clock.
+struct Harness {
+    dir: tempfile::TempDir,
+    config: LogConfig,
+    clock: Arc<AtomicU64>,
+    log: RedbLog,
+}
+
+const T0_MS: u64 = 1_800_000_000_000;
+
+impl Harness {
+    fn new() -> Self {
+        Self::with(|_| {})
+    }
+
+    fn with(configure: impl FnOnce(&mut LogConfig)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(AtomicU64::new(T0_MS));
+        let c = clock.clone();
+        let mut config = LogConfig {
+            clock: Clock::from_fn(move || {
+                UNIX_EPOCH + Duration::from_millis(c.load(Ordering::SeqCst))
+            }),
+            ..LogConfig::default()
+        };
+        configure(&mut config);
+        let log = RedbLog::open(dir.path().join("log.redb"), config.clone()).unwrap();
+        Self {
+            dir,
+            config,
+            clock,
+            log,
+        }
+    }
+
+    /// Closes the log and opens the same file again.
+    fn reopen(self) -> Self {
+        let Harness {
+            dir,
+            config,
+            clock,
+            log,
+        } = self;
+        drop(log);
+        let log = RedbLog::open(dir.path().join("log.redb"), config.clone()).unwrap();
+        Self {
+            dir,
+            config,
+            clock,
+            log,
+        }
+    }
+
+    fn advance(&self, by: Duration) {
+        self.clock
+            .fetch_add(by.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    fn publish(&self, topic: &str, events: Vec<Event>) -> Vec<Appended> {
+        self.log
+            .append(
+                events
+                    .into_iter()
+                    .map(|e| NewEvent::to_topic(topic, e))
+                    .collect(),
+            )
+            .wait()
+            .unwrap()
+    }
+
+    fn read_all(&self, topic: &str, partition: u32) -> Vec<evhost::event::StoredEvent> {
+        self.log
+            .read(topic, partition, 0, usize::MAX)
+            .wait()
+            .unwrap()
+    }
+
+    fn ids(&self, topic: &str, partition: u32) -> Vec<String> {
+        self.read_all(topic, partition)
+            .into_iter()
+            .map(|s| s.event.id)
+            .collect()
+    }
+
+    fn partition(&self, topic: &str, partition: u32) -> PartitionInfo {
+        self.log.topic(topic).wait().unwrap().unwrap().partitions[partition as usize]
+    }
+}
+
+fn event(id: &str) -> Event {
+    event_of(id, "order.created", None)
+}
+
+fn event_of(id: &str, ty: &str, subject: Option<&str>) -> Event {
+    Event {
+        id: id.into(),
+        source: "/test".into(),
+        specversion: "1.0".into(),
+        ty: ty.into(),
+        subject: subject.map(Into::into),
+        time: "2026-11-02T10:00:00Z".into(),
+        datacontenttype: Some("application/json".into()),
+        dataschema: None,
+        data: Some(format!(r#"{{"id":"{id}"}}"#).into_bytes()),
+        correlationid: id.into(),
+        causationid: None,
+        actor: None,
+        extensions: BTreeMap::new(),
+        stream: None,
+        streamversion: None,
+    }
+}
+
+fn at(topic: &str, partition: u32, offset: u64) -> Position {
+    Position {
+        topic: topic.into(),
+        partition,
+        offset,
+    }
+}
+
+/// Polls `condition` until it holds or `deadline` passes.
+fn eventually(deadline: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + deadline;
+    while Instant::now() < until {
+        if condition() {
+            return true;
+        }
+        std::thread::yield_now();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    condition()
+}
+
+// ---------------------------------------------------------------------------------------
+// append and read
+
+#[test]
+fn reads_run_across_batch_boundaries_in_offset_order() {
+    let h = Harness::new();
+    let before = h.log.stats().transactions;
+    for batch in 0..10 {
+        let events = (0..7)
+            .map(|i| event(&format!("e{}", batch * 7 + i)))
+            .collect();
+        let acks = h.publish("orders", events);
+        let offsets: Vec<u64> = acks.iter().map(|a| a.position.offset).collect();
+        assert_eq!(offsets, (batch * 7..batch * 7 + 7).collect::<Vec<u64>>());
+    }
+    assert!(
+        h.log.stats().transactions - before >= 10,
+        "one transaction per sequential call"
+    );
+
+    let read = h.log.read("orders", 0, 5, 30).wait().unwrap();
+    let offsets: Vec<u64> = read.iter().map(|s| s.position.offset).collect();
+    assert_eq!(offsets, (5..35).collect::<Vec<u64>>());
+    let ids: Vec<String> = read.iter().map(|s| s.event.id.clone()).collect();
+    assert_eq!(ids, (5..35).map(|i| format!("e{i}")).collect::<Vec<_>>());
+    assert_eq!(read[0].event, event("e5"), "events read back as written");
+
+    assert_eq!(h.read_all("orders", 0).len(), 70);
+    assert!(h.log.read("orders", 0, 70, 10).wait().unwrap().is_empty());
+    let h = h.reopen();
+    assert_eq!(
+        h.ids("orders", 0),
+        (0..70).map(|i| format!("e{i}")).collect::<Vec<_>>()
+    );
+    let ack = h.publish("orders", vec![event("after-reopen")]);
+    assert_eq!(ack[0].position.offset, 70, "offsets continue after reopen");
+}
+
+#[test]
+fn one_subject_stays_in_one_partition_in_order() {
+    let h = Harness::new();
+    h.log
+        .create_topic(
+            "orders",
+            TopicConfig {
+                partitions: 4,
+                ..TopicConfig::default()
+            },
+        )
+        .wait()
+        .unwrap();
+    let mut expected: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for i in 0..40 {
+        let subject = format!("order-{}", i % 8);
+        let id = format!("e{i}");
+        let ack = h.publish(
+            "orders",
+            vec![event_of(&id, "order.updated", Some(&subject))],
+        );
+        assert_eq!(ack[0].position.partition, partition_for(&subject, 4));
+        expected.entry(subject).or_default().push(id);
+    }
+    let used: BTreeSet<u32> = expected.keys().map(|s| partition_for(s, 4)).collect();
+    assert!(used.len() > 1, "8 subjects spread over several partitions");
+    for (subject, ids) in expected {
+        let p = partition_for(&subject, 4);
+        let in_partition: Vec<String> = h
+            .read_all("orders", p)
+            .into_iter()
+            .filter(|s| s.event.subject.as_deref() == Some(&subject))
+            .map(|s| s.event.id)
+            .collect();
+        assert_eq!(in_partition, ids, "{subject} in order");
+    }
+}
+
+#[test]
+fn topics_are_auto_created_unless_switched_off() {
+    let h = Harness::new();
+    let ack = h
+        .log
+        .append(vec![NewEvent::new(event_of("u1", "user.created", None))])
+        .wait()
+        .unwrap();
+    assert_eq!(
+        ack[0].position,
+        at("user-events", 0, 0),
+        "topic derived from the type"
+    );
+    let info = h.log.topic("user-events").wait().unwrap().unwrap();
+    assert_eq!(info.config.partitions, 1);
+    assert_eq!(info.partitions[0].end, 1);
+
+    let h = Harness::with(|c| c.auto_create_topics = false);
+    let refused = h
+        .log
+        .append(vec![NewEvent::to_topic("nope", event("x"))])
+        .wait();
+    assert!(matches!(refused, Err(LogError::UnknownTopic(t)) if t == "nope"));
+    assert!(
+        h.log.topics().wait().unwrap().is_empty(),
+        "nothing half-written"
+    );
+
+    h.log
+        .create_topic(
+            "nope",
+            TopicConfig {
+                partitions: 3,
+                ..TopicConfig::default()
+            },
+        )
+        .wait()
+        .unwrap();
+    h.publish("nope", vec![event("x")]);
+    let again = h
+        .log
+        .create_topic(
+            "nope",
+            TopicConfig {
+                partitions: 3,
+                ..TopicConfig::default()
+            },
+        )
+        .wait()
+        .unwrap();
+    assert_eq!(
+        again.partitions.iter().map(|p| p.end).sum::<u64>(),
+        1,
+        "idempotent"
+    );
+    let other = h
+        .log
+        .create_topic(
+            "nope",
+            TopicConfig {
+                partitions: 2,
+                ..TopicConfig::default()
+            },
+        )
+        .wait();
+    assert!(matches!(
+        other,
+        Err(LogError::TopicExists { partitions: 3, .. })
+    ));
+    let bad = h
+        .log
+        .create_topic("bad name", TopicConfig::default())
+        .wait();
+    assert!(matches!(bad, Err(LogError::InvalidTopicName(_))));
+    let read = h.log.read("nope", 3, 0, 10).wait();
+    assert!(matches!(
+        read,
+        Err(LogError::UnknownPartition { partitions: 3, .. })
+    ));
+}
+
+#[test]
+fn a_refused_request_leaves_its_batch_neighbours_alone() {
+    let h = Harness::with(|c| {
+        c.auto_create_topics = false;
+        c.max_linger = Duration::from_millis(200);
+    });
+    h.log
+        .create_topic("orders", TopicConfig::default())
+        .wait()
+        .unwrap();
+    let before = h.log.stats().transactions;
+    // Sent back to back: the writer lingers, so all three share one transaction.
+    let good1 = h.log.append(vec![NewEvent::to_topic("orders", event("a"))]);
+    let bad = h.log.append(vec![
+        NewEvent::to_topic("orders", event("b")),
+        NewEvent::to_topic("missing", event("c")),
+    ]);
+    let good2 = h.log.append(vec![NewEvent::to_topic("orders", event("d"))]);
+    assert!(good1.wait().is_ok());
+    assert!(matches!(bad.wait(), Err(LogError::UnknownTopic(_))));
+    assert!(good2.wait().is_ok());
+    assert_eq!(
+        h.log.stats().transactions - before,
+        1,
+        "one shared transaction"
+    );
+    assert_eq!(
+        h.ids("orders", 0),
+        ["a", "d"],
+        "b went nowhere with its request"
+    );
+}
+
+#[test]
+fn oversize_events_and_stray_stream_fields_are_refused() {
+    let h = Harness::with(|c| c.max_event_bytes = 512);
+    let mut big = event("big");
+    big.data = Some(vec![b'x'; 600]);
+    let refused = h
+        .log
+        .append(vec![
+            NewEvent::to_topic("t", event("small")),
+            NewEvent::to_topic("t", big),
+        ])
+        .wait();
+    assert!(
+        matches!(refused, Err(LogError::EventTooLarge { ref id, limit: 512, .. }) if id == "big")
+    );
+    let mut stray = event("stray");
+    stray.stream = Some("s".into());
+    let refused = h.log.append(vec![NewEvent::to_topic("t", stray)]).wait();
+    assert!(matches!(refused, Err(LogError::Invalid(_))));
+    assert!(
+        h.log.topics().wait().unwrap().is_empty(),
+        "neither request wrote anything"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// dedupe
+
+#[test]
+fn a_republished_id_is_acked_with_the_original_offset_and_stored_once() {
+    let h = Harness::new();
+    h.publish("orders", vec![event("a"), event("b")]);
+    let again = h.publish("orders", vec![event("c"), event("a")]);
+    assert!(!again[0].duplicate);
+    assert!(again[1].duplicate);
+    assert_eq!(
+        again[1].position,
+        at("orders", 0, 0),
+        "the original's position"
+    );
+    let same_request = h.publish("orders", vec![event("d"), event("d")]);
+    assert_eq!(same_request[1].position, same_request[0].position);
+    assert!(same_request[1].duplicate);
+    assert_eq!(h.ids("orders", 0), ["a", "b", "c", "d"]);
+
+    // Dedupe is per topic.
+    let other = h.publish("audit", vec![event("a")]);
+    assert!(!other[0].duplicate);
+
+    // It survives a restart.
+    let h = h.reopen();
+    assert!(h.publish("orders", vec![event("b")])[0].duplicate);
+    assert_eq!(h.log.stats().duplicates, 1);
+}
+
+#[test]
+fn concurrent_publishes_of_one_id_append_it_once() {
+    let h = Harness::with(|c| c.max_linger = Duration::from_millis(5));
+    let log = Arc::new(h.log);
+    let barrier = Arc::new(Barrier::new(16));
+    let acks: Vec<Appended> = (0..16)
+        .map(|_| {
+            let (log, barrier) = (log.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                log.append(vec![NewEvent::to_topic("orders", event("same"))])
+                    .wait()
+                    .unwrap()
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    assert_eq!(acks.iter().filter(|a| !a.duplicate).count(), 1);
+    assert!(acks.iter().all(|a| a.position == at("orders", 0, 0)));
+    assert_eq!(log.read("orders", 0, 0, 100).wait().unwrap().len(), 1);
+}
+
+#[test]
+fn an_id_is_appended_again_after_the_dedupe_window() {
+    let h = Harness::with(|c| c.dedupe_window = Duration::from_secs(60));
+    h.publish("orders", vec![event("a")]);
+    h.advance(Duration::from_secs(30));
+    assert!(
+        h.publish("orders", vec![event("a")])[0].duplicate,
+        "inside the window"
+    );
+    h.advance(Duration::from_secs(31));
+    let late = h.publish("orders", vec![event("a")]);
+    assert!(!late[0].duplicate, "outside the window");
+    assert_eq!(late[0].position.offset, 1);
+
+    // Expiry cleans the old entry up but not the fresh one.
+    let report = h.log.enforce_retention().wait().unwrap();
+    assert_eq!(report.dedupe_entries_expired, 1);
+    assert!(
+        h.publish("orders", vec![event("a")])[0].duplicate,
+        "the new entry survived"
+    );
+    h.advance(Duration::from_secs(61));
+    let report = h.log.enforce_retention().wait().unwrap();
+    assert_eq!(report.dedupe_entries_expired, 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// consumer groups and the consumer commit
+
+fn advance_to(group: &str, topic: &str, partition: u32, next: u64) -> ConsumerCommit {
+    ConsumerCommit {
+        group: group.into(),
+        offset: Some(OffsetAdvance {
+            topic: topic.into(),
+            partition,
+            next,
+        }),
+        ..ConsumerCommit::default()
+    }
+}
+
+#[test]
+fn offsets_are_kept_per_group_topic_and_partition() {
+    let h = Harness::new();
+    h.log
+        .create_topic(
+            "orders",
+            TopicConfig {
+                partitions: 2,
+                ..TopicConfig::default()
+            },
+        )
+        .wait()
+        .unwrap();
+    for i in 0..6 {
+        h.publish(
+            "orders",
+            vec![event_of(
+                &format!("e{i}"),
+                "order.x",
+                Some(&format!("s{i}")),
+            )],
+        );
+    }
+    let ends: Vec<u64> = h
+        .log
+        .topic("orders")
+        .wait()
+        .unwrap()
+        .unwrap()
+        .partitions
+        .iter()
+        .map(|p| p.end)
+        .collect();
+    let (p, end) = ends
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, e)| **e)
+        .map(|(p, e)| (p as u32, *e))
+        .unwrap();
+    assert!(end >= 2);
+
+    assert_eq!(
+        h.log
+            .committed_offset("billing", "orders", p)
+            .wait()
+            .unwrap(),
+        None
+    );
+    h.log
+        .commit(advance_to("billing", "orders", p, 1))
+        .wait()
+        .unwrap();
+    h.log
+        .commit(advance_to("billing", "orders", p, 2))
+        .wait()
+        .unwrap();
+    h.log
+        .commit(advance_to("shipping", "orders", p, 1))
+        .wait()
+        .unwrap();
+    assert_eq!(
+        h.log
+            .committed_offset("billing", "orders", p)
+            .wait()
+            .unwrap(),
+        Some(2)
+    );
+    assert_eq!(
+        h.log
+            .committed_offset("shipping", "orders", p)
+            .wait()
+            .unwrap(),
+        Some(1)
+    );
+    assert_eq!(
+        h.log
+            .committed_offset("billing", "orders", 1 - p)
+            .wait()
+            .unwrap(),
+        None
+    );
+
+    let beyond = h
+        .log
+        .commit(advance_to("billing", "orders", p, end + 1))
+        .wait();
+    assert!(matches!(beyond, Err(LogError::Invalid(_))));
+    let unknown = h.log.commit(advance_to("billing", "nope", 0, 1)).wait();
+    assert!(matches!(unknown, Err(LogError::UnknownTopic(_))));
+
+    // An operator seek may go back.
+    h.log.set_offset("shipping", "orders", p, 0).wait().unwrap();
+    let h = h.reopen();
+    assert_eq!(
+        h.log
+            .committed_offset("billing", "orders", p)
+            .wait()
+            .unwrap(),
+        Some(2)
+    );
+    assert_eq!(
+        h.log
+            .committed_offset("shipping", "orders", p)
+            .wait()
+            .unwrap(),
+        Some(0)
+    );
+}
+
+#[test]
+fn a_second_commit_for_the_same_event_writes_nothing() {
+    let h = Harness::new();
+    h.publish("orders", vec![event("e0"), event("e1")]);
+    let mut commit = advance_to("billing", "orders", 0, 1);
+    commit.emits = vec![NewEvent::to_topic("invoices", event("inv-1"))];
+    commit.state = vec![StateChange {
+        namespace: "billing".into(),
+        key: "total".into(),
+        value: Some(b"1".to_vec()),
+    }];
+    h.log.commit(commit).wait().unwrap();
+
+    // The same event handled again (a duplicated delivery): its commit is refused whole.
+    let mut again = advance_to("billing", "orders", 0, 1);
+    again.emits = vec![NewEvent::to_topic("invoices", event("inv-1-again"))];
+    again.state = vec![StateChange {
+        namespace: "billing".into(),
+        key: "total".into(),
+        value: Some(b"2".to_vec()),
+    }];
+    let refused = h.log.commit(again).wait();
+    assert!(
+        matches!(
+            refused,
+            Err(LogError::OffsetConflict {
+                current: 1,
+                requested: 1,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(h.ids("invoices", 0), ["inv-1"]);
+    assert_eq!(
+        h.log.state_get("billing", "total").wait().unwrap(),
+        Some(b"1".to_vec())
+    );
+}
+
+#[test]
+fn a_commit_with_one_invalid_part_is_refused_whole() {
+    let h = Harness::with(|c| c.auto_create_topics = false);
+    h.log
+        .create_topic("orders", TopicConfig::default())
+        .wait()
+        .unwrap();
+    h.publish("orders", vec![event("e0")]);
+    let record = dead_letter_record("billing", at("orders", 0, 0), FailureKind::Rejected);
+    let commit = ConsumerCommit {
+        group: "billing".into(),
+        offset: Some(OffsetAdvance {
+            topic: "orders".into(),
+            partition: 0,
+            next: 1,
+        }),
+        emits: vec![
+            NewEvent::to_topic("orders", event("emitted-ok")),
+            NewEvent::to_topic("no-such-topic", event("emitted-bad")),
+        ],
+        state: vec![StateChange {
+            namespace: "billing".into(),
+            key: "k".into(),
+            value: Some(b"v".to_vec()),
+        }],
+        attempts: vec![AttemptUpdate {
+            position: at("orders", 0, 0),
+            record: Some(AttemptRecord {
+                attempts: 1,
+                first_failure: None,
+                last_failure: None,
+                last_error: None,
+            }),
+        }],
+        dead_letter: Some(record),
+        resolve_dead_letter: None,
+    };
+    let refused = h.log.commit(commit).wait();
+    assert!(matches!(refused, Err(LogError::UnknownTopic(t)) if t == "no-such-topic"));
+    assert_eq!(
+        h.log
+            .committed_offset("billing", "orders", 0)
+            .wait()
+            .unwrap(),
+        None
+    );
+    assert_eq!(h.ids("orders", 0), ["e0"], "no emit landed");
+    assert_eq!(h.log.state_get("billing", "k").wait().unwrap(), None);
+    assert_eq!(
+        h.log
+            .attempts("billing", &at("orders", 0, 0))
+            .wait()
+            .unwrap(),
+        None
+    );
+    assert!(
+        h.log
+            .dead_letters(None, None, 10)
+            .wait()
+            .unwrap()
+            .is_empty()
+    );
+}
+
+fn dead_letter_record(plugin: &str, position: Position, kind: FailureKind) -> DeadLetterRecord {
+    let first = UNIX_EPOCH + Duration::from_nanos(1_800_000_000_000_000_123);
+    DeadLetterRecord {
+        event: evhost::event::StoredEvent {
+            event: event(&format!("evt-{}", position.offset)),
+            position,
+        },
+        plugin: plugin.into(),
+        plugin_version: "1.0.0".into(),
+        plugin_digest: "sha256:0123".into(),
+        kind,
+        message: format!("{kind} happened"),
+        attempts: 3,
+        first_failure: first,
+        last_failure: first + Duration::from_secs(4),
+    }
+}
+
+#[test]
+fn a_consumer_commit_writes_all_its_parts_together() {
+    let h = Harness::new();
+    h.publish("orders", vec![event("e0"), event("e1"), event("e2")]);
+    h.publish("invoices", vec![event("already-there")]);
+
+    let attempt = AttemptRecord {
+        attempts: 2,
+        first_failure: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(10)),
+        last_failure: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(12)),
+        last_error: Some(Failure {
+            kind: FailureKind::Trap,
+            message: "unreachable".into(),
+        }),
+    };
+    let commit = ConsumerCommit {
+        group: "billing".into(),
+        offset: Some(OffsetAdvance {
+            topic: "orders".into(),
+            partition: 0,
+            next: 1,
+        }),
+        emits: vec![
+            NewEvent::new(event_of("inv-1", "invoice.created", None)),
+            NewEvent::to_topic("invoices", event("already-there")),
+        ],
+        state: vec![
+            StateChange {
+                namespace: "billing".into(),
+                key: "count".into(),
+                value: Some(b"1".to_vec()),
+            },
+            StateChange {
+                namespace: "billing".into(),
+                key: "gone".into(),
+                value: None,
+            },
+        ],
+        attempts: vec![AttemptUpdate {
+            position: at("orders", 0, 1),
+            record: Some(attempt.clone()),
+        }],
+        dead_letter: Some(dead_letter_record(
+            "billing",
+            at("orders", 0, 0),
+            FailureKind::Rejected,
+        )),
+        resolve_dead_letter: None,
+    };
+    let outcome = h.log.commit(commit).wait().unwrap();
+
+    assert_eq!(
+        h.log
+            .committed_offset("billing", "orders", 0)
+            .wait()
+            .unwrap(),
+        Some(1)
+    );
+    assert_eq!(outcome.emitted.len(), 2);
+    assert_eq!(
+        outcome.emitted[0].position,
+        at("invoice-events", 0, 0),
+        "derived topic"
+    );
+    assert!(
+        outcome.emitted[1].duplicate,
+        "emits follow the dedupe rules"
+    );
+    assert_eq!(outcome.emitted[1].position, at("invoices", 0, 0));
+    assert_eq!(h.ids("invoice-events", 0), ["inv-1"]);
+    assert_eq!(h.ids("invoices", 0), ["already-there"]);
+    assert_eq!(
+        h.log.state_get("billing", "count").wait().unwrap(),
+        Some(b"1".to_vec())
+    );
+    assert_eq!(
+        h.log
+            .attempts("billing", &at("orders", 0, 1))
+            .wait()
+            .unwrap(),
+        Some(attempt)
+    );
+    assert_eq!(
+        h.log
+            .attempts("shipping", &at("orders", 0, 1))
+            .wait()
+            .unwrap(),
+        None,
+        "per group"
+    );
+    let id = outcome.dead_letter.unwrap();
+    let parked = h.log.dead_letter(id).wait().unwrap().unwrap();
+    assert_eq!(parked.group, "billing");
+    assert_eq!(
+        parked.record,
+        dead_letter_record("billing", at("orders", 0, 0), FailureKind::Rejected)
+    );
+
+    // Clearing: the next call succeeds and clears its attempt record.
+    let mut clear = advance_to("billing", "orders", 0, 2);
+    clear.attempts = vec![AttemptUpdate {
+        position: at("orders", 0, 1),
+        record: None,
+    }];
+    clear.state = vec![StateChange {
+        namespace: "billing".into(),
+        key: "count".into(),
+        value: None,
+    }];
+    h.log.commit(clear).wait().unwrap();
+    assert_eq!(
+        h.log
+            .attempts("billing", &at("orders", 0, 1))
+            .wait()
+            .unwrap(),
+        None
+    );
+    assert_eq!(h.log.state_get("billing", "count").wait().unwrap(), None);
+}
+
+#[test]
+fn dead_letters_are_listed_by_plugin_fetched_and_deleted() {
+    let h = Harness::new();
+    h.publish("orders", (0..6).map(|i| event(&format!("e{i}"))).collect());
+    let mut ids = Vec::new();
+    for (i, plugin) in ["billing", "shipping", "billing", "billing", "shipping"]
+        .iter()
+        .enumerate()
+    {
+        let commit = ConsumerCommit {
+            group: (*plugin).into(),
+            dead_letter: Some(dead_letter_record(
+                plugin,
+                at("orders", 0, i as u64),
+                FailureKind::ALL[i],
+            )),
+            ..ConsumerCommit::default()
+        };
+        ids.push(h.log.commit(commit).wait().unwrap().dead_letter.unwrap());
+    }
+    let billing = h
+        .log
+        .dead_letters(Some("billing"), None, 100)
+        .wait()
+        .unwrap();
+    assert_eq!(
+        billing.iter().map(|d| d.id).collect::<Vec<_>>(),
+        [ids[0], ids[2], ids[3]]
+    );
+    assert!(billing.iter().all(|d| d.record.plugin == "billing"));
+    assert_eq!(billing[1].record.kind, FailureKind::Timeout);
+    let page = h
+        .log
+        .dead_letters(Some("billing"), Some(ids[0]), 1)
+        .wait()
+        .unwrap();
+    assert_eq!(page.iter().map(|d| d.id).collect::<Vec<_>>(), [ids[2]]);
+    assert_eq!(h.log.dead_letters(None, None, 100).wait().unwrap().len(), 5);
+    assert_eq!(
+        h.log
+            .dead_letters(None, Some(ids[3]), 100)
+            .wait()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    assert!(h.log.delete_dead_letter(ids[2]).wait().unwrap());
+    assert!(!h.log.delete_dead_letter(ids[2]).wait().unwrap());
+    assert_eq!(h.log.dead_letter(ids[2]).wait().unwrap(), None);
+
+    // A successful replay resolves its dead letter in the same commit.
+    let replay = ConsumerCommit {
+        group: "billing".into(),
+        state: vec![StateChange {
+            namespace: "billing".into(),
+            key: "replayed".into(),
+            value: Some(vec![1]),
+        }],
+        resolve_dead_letter: Some(ids[0]),
+        ..ConsumerCommit::default()
+    };
+    h.log.commit(replay).wait().unwrap();
+    let h = h.reopen();
+    let billing = h
+        .log
+        .dead_letters(Some("billing"), None, 100)
+        .wait()
+        .unwrap();
+    assert_eq!(billing.iter().map(|d| d.id).collect::<Vec<_>>(), [ids[3]]);
+    // Ids keep counting after a restart.
+    let commit = ConsumerCommit {
+        group: "billing".into(),
+        dead_letter: Some(dead_letter_record(
+            "billing",
+            at("orders", 0, 5),
+            FailureKind::HostError,
+        )),
+        ..ConsumerCommit::default()
+    };
+    let next = h.log.commit(commit).wait().unwrap().dead_letter.unwrap();
+    assert!(next > ids[4]);
+}
+
+#[test]
+fn state_keys_are_listed_by_prefix_within_a_namespace() {
+    let h = Harness::new();
+    let put = |ns: &str, key: &str| StateChange {
+        namespace: ns.into(),
+        key: key.into(),
+        value: Some(key.as_bytes().to_vec()),
+    };
+    h.log
+        .commit(ConsumerCommit {
+            group: "g".into(),
+            state: vec![
+                put("cart", "user:1"),
+                put("cart", "user:2"),
+                put("cart", "usr"),
+                put("cart", "order:1"),
+                put("carts", "user:9"),
+            ],
+            ..ConsumerCommit::default()
+        })
+        .wait()
+        .unwrap();
+    assert_eq!(
+        h.log.state_keys("cart", "user:", 10).wait().unwrap(),
+        ["user:1", "user:2"]
+    );
+    assert_eq!(
+        h.log.state_keys("cart", "", 10).wait().unwrap(),
+        ["order:1", "user:1", "user:2", "usr"]
+    );
+    assert_eq!(
+        h.log.state_keys("cart", "u", 2).wait().unwrap(),
+        ["user:1", "user:2"]
+    );
+    assert_eq!(
+        h.log.state_get("carts", "user:9").wait().unwrap(),
+        Some(b"user:9".to_vec())
+    );
+    assert_eq!(h.log.state_get("cart", "user:9").wait().unwrap(), None);
+}
+
+#[test]
+fn concurrent_consumer_commits_share_transactions() {
+    let h = Harness::with(|c| c.max_linger = Duration::from_millis(20));
+    h.publish("orders", vec![event("e0")]);
+    let log = Arc::new(h.log);
+    let before = log.stats().transactions;
+    let barrier = Arc::new(Barrier::new(32));
+    let threads: Vec<_> = (0..32)
+        .map(|i| {
+            let (log, barrier) = (log.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                let mut commit = advance_to(&format!("group-{i}"), "orders", 0, 1);
+                commit.emits = vec![NewEvent::to_topic("out", event(&format!("out-{i}")))];
+                log.commit(commit).wait().unwrap()
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let used = log.stats().transactions - before;
+    assert!(used < 32, "32 commits took {used} transactions");
+    assert_eq!(log.read("out", 0, 0, 100).wait().unwrap().len(), 32);
+}
+
+// ---------------------------------------------------------------------------------------
+// streams
+
+#[test]
+fn a_stream_append_checks_the_expected_version() {
+    let h = Harness::new();
+    let events = |ids: &[&str]| -> Vec<NewEvent> {
+        ids.iter()
+            .map(|id| NewEvent::new(event_of(id, "cart.changed", None)))
+            .collect()
+    };
+    let acks = h
+        .log
+        .append_to_stream(
+            "cart-7",
+            ExpectedVersion::Exact(0),
+            events(&["c1", "c2", "c3"]),
+        )
+        .wait()
+        .unwrap();
+    assert_eq!(
+        acks.iter().map(|a| a.stream_version).collect::<Vec<_>>(),
+        [Some(1), Some(2), Some(3)]
+    );
+    assert_eq!(h.log.stream_version("cart-7").wait().unwrap(), 3);
+
+    // The events also landed in their topic, with the stream fields set.
+    let in_topic = h.read_all("cart-events", 0);
+    assert_eq!(in_topic.len(), 3);
+    assert_eq!(in_topic[2].event.stream.as_deref(), Some("cart-7"));
+    assert_eq!(in_topic[2].event.streamversion, Some(3));
+
+    let conflict = h
+        .log
+        .append_to_stream("cart-7", ExpectedVersion::Exact(1), events(&["c4"]))
+        .wait();
+    assert!(
+        matches!(
+            conflict,
+            Err(LogError::VersionConflict {
+                expected: 1,
+                current: 3,
+                ..
+            })
+        ),
+        "{conflict:?}"
+    );
+    assert_eq!(
+        h.partition("cart-events", 0).end,
+        3,
+        "a conflict writes nothing"
+    );
+    assert_eq!(h.log.stream_version("cart-7").wait().unwrap(), 3);
+
+    h.log
+        .append_to_stream("cart-7", ExpectedVersion::Any, events(&["c4"]))
+        .wait()
+        .unwrap();
+    let from2 = h.log.read_stream("cart-7", 2, 10).wait().unwrap();
+    assert_eq!(
+        from2
+            .iter()
+            .map(|s| s.event.id.as_str())
+            .collect::<Vec<_>>(),
+        ["c2", "c3", "c4"]
+    );
+    assert_eq!(
+        from2[0].position,
+        at("cart-events", 0, 1),
+        "the stream knows the topic position"
+    );
+
+    // Retrying an append that went through answers the originals.
+    let retry = h
+        .log
+        .append_to_stream(
+            "cart-7",
+            ExpectedVersion::Exact(0),
+            events(&["c1", "c2", "c3"]),
+        )
+        .wait()
+        .unwrap();
+    assert!(retry.iter().all(|a| a.duplicate));
+    assert_eq!(retry[1].stream_version, Some(2));
+    let partly = h
+        .log
+        .append_to_stream("cart-7", ExpectedVersion::Any, events(&["c4", "c5"]))
+        .wait();
+    assert!(matches!(partly, Err(LogError::Invalid(_))));
+    assert_eq!(h.log.stream_version("cart-7").wait().unwrap(), 4);
+
+    let h = h.reopen();
+    assert_eq!(h.log.read_stream("cart-7", 0, 100).wait().unwrap().len(), 4);
+    assert_eq!(h.log.stream_version("other").wait().unwrap(), 0);
+}
+
+#[test]
+fn concurrent_stream_writers_get_exactly_one_winner_per_version() {
+    const WRITERS: usize = 8;
+    const TARGET: u64 = 40;
+    let h = Harness::with(|c| c.max_linger = Duration::from_millis(2));
+    let log = Arc::new(h.log);
+    let barrier = Arc::new(Barrier::new(WRITERS));
+    let threads: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let (log, barrier) = (log.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                let (mut wins, mut conflicts, mut attempt) = (Vec::new(), 0, 0);
+                loop {
+                    let current = log.stream_version("account-1").wait().unwrap();
+                    if current >= TARGET {
+                        return (wins, conflicts);
+                    }
+                    attempt += 1;
+                    let e = NewEvent::new(event_of(
+                        &format!("w{w}-{attempt}"),
+                        "account.debited",
+                        None,
+                    ));
+                    match log
+                        .append_to_stream("account-1", ExpectedVersion::Exact(current), vec![e])
+                        .wait()
+                    {
+                        Ok(acks) => {
+                            assert_eq!(acks[0].stream_version, Some(current + 1));
+                            wins.push(current + 1);
+                        }
+                        Err(LogError::VersionConflict {
+                            expected,
+                            current: now,
+                            ..
+                        }) => {
+                            assert_eq!(expected, current);
+                            assert!(now > expected, "a conflict reports a newer version");
+                            conflicts += 1;
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut all_wins = Vec::new();
+    let mut conflicts = 0;
+    for t in threads {
+        let (wins, c) = t.join().unwrap();
+        all_wins.extend(wins);
+        conflicts += c;
+    }
+    all_wins.sort();
+    assert_eq!(
+        all_wins,
+        (1..=TARGET).collect::<Vec<_>>(),
+        "exactly one winner per version"
+    );
+    assert!(conflicts > 0, "the writers did race");
+    let stream = log.read_stream("account-1", 1, 1000).wait().unwrap();
+    assert_eq!(
+        stream
+            .iter()
+            .map(|s| s.event.streamversion.unwrap())
+            .collect::<Vec<_>>(),
+        (1..=TARGET).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        log.read("account-events", 0, 0, 1000).wait().unwrap().len() as u64,
+        TARGET
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// waiting for new events
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_async_waiter_wakes_when_an_event_is_appended() {
+    let h = Harness::new();
+    h.log
+        .create_topic("orders", TopicConfig::default())
+        .await
+        .unwrap();
+    let log = Arc::new(h.log);
+    let watch = log.watch("orders", 0).await.unwrap();
+    assert_eq!(watch.end(), 0);
+    let waiter = tokio::spawn(async move { watch.wait_past(0).await });
+    let early = tokio::time::timeout(Duration::from_millis(50), async {
+        while !waiter.is_finished() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(
+        early.is_err(),
+        "the waiter returned before any event existed"
+    );
+    log.append(vec![NewEvent::to_topic("orders", event("a"))])
+        .await
+        .unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("woken");
+    assert_eq!(end.unwrap().unwrap(), 1);
+    let read = log.read("orders", 0, 0, 10).await.unwrap();
+    assert_eq!(read.len(), 1, "a woken reader finds the event committed");
+}
+
+#[test]
+fn a_blocking_waiter_wakes_when_an_event_is_appended_and_on_shutdown() {
+    let h = Harness::new();
+    h.publish("orders", vec![event("a")]);
+    let watch = h.log.watch("orders", 0).wait().unwrap();
+    assert_eq!(watch.end(), 1);
+    assert_eq!(
+        watch.wait_past_blocking(0, Duration::ZERO).unwrap(),
+        Some(1)
+    );
+    assert_eq!(
+        watch
+            .wait_past_blocking(1, Duration::from_millis(20))
+            .unwrap(),
+        None
+    );
+    let w = watch.clone();
+    let waiter = std::thread::spawn(move || w.wait_past_blocking(2, Duration::from_secs(10)));
+    h.publish("orders", vec![event("b")]);
+    h.publish("orders", vec![event("c")]);
+    assert_eq!(waiter.join().unwrap().unwrap(), Some(3));
+
+    let w = watch.clone();
+    let waiter = std::thread::spawn(move || w.wait_past_blocking(10, Duration::from_secs(10)));
+    h.log.shutdown();
+    assert!(matches!(waiter.join().unwrap(), Err(LogError::Closed)));
+    assert!(matches!(
+        h.log
+            .append(vec![NewEvent::to_topic("orders", event("z"))])
+            .wait(),
+        Err(LogError::Closed)
+    ));
+    assert!(h.log.watch("nope", 0).wait().is_err());
+}
+
+// ---------------------------------------------------------------------------------------
+// retention
+
+fn retained(h: &Harness, topic: &str) -> Vec<u64> {
+    h.read_all(topic, 0)
+        .iter()
+        .map(|s| s.position.offset)
+        .collect()
+}
+
+#[test]
+fn retention_deletes_events_older_than_max_age() {
+    let h = Harness::new();
+    h.log
+        .create_topic(
+            "metrics",
+            TopicConfig {
+                partitions: 1,
+                retention: RetentionPolicy {
+                    max_age: Some(Duration::from_secs(60)),
+                    ..RetentionPolicy::default()
+                },
+            },
+        )
+        .wait()
+        .unwrap();
+    h.publish(
+        "metrics",
+        (0..5).map(|i| event(&format!("old{i}"))).collect(),
+    );
+    h.advance(Duration::from_secs(45));
+    h.publish(
+        "metrics",
+        (0..3).map(|i| event(&format!("new{i}"))).collect(),
+    );
+    assert_eq!(
+        h.log.enforce_retention().wait().unwrap().events_deleted,
+        0,
+        "nothing old enough"
+    );
+    h.advance(Duration::from_secs(20));
+    let report = h.log.enforce_retention().wait().unwrap();
+    assert_eq!(report.events_deleted, 5);
+    assert!(report.bytes_deleted > 0);
+    assert_eq!(
+        retained(&h, "metrics"),
+        [5, 6, 7],
+        "offsets of the survivors unchanged"
+    );
+    let info = h.partition("metrics", 0);
+    assert_eq!((info.start, info.end), (5, 8));
+    assert_eq!(
+        h.log.read("metrics", 0, 2, 10).wait().unwrap()[0]
+            .position
+            .offset,
+        5
+    );
+
+    h.advance(Duration::from_secs(60));
+    h.log.enforce_retention().wait().unwrap();
+    assert!(retained(&h, "metrics").is_empty());
+    let h = h.reopen();
+    let ack = h.publish("metrics", vec![event("after")]);
+    assert_eq!(
+        ack[0].position.offset, 8,
+        "an emptied partition keeps counting"
+    );
+    assert_eq!(h.partition("metrics", 0).start, 8);
+}
+
+#[test]
+fn retention_keeps_each_partition_under_max_bytes() {
+    let h = Harness::new();
+    h.publish("probe", vec![event("e00")]);
+    let one = h.partition("probe", 0).bytes;
+    h.log
+        .create_topic(
+            "logs",
+            TopicConfig {
+                partitions: 1,
+                retention: RetentionPolicy {
+                    max_partition_bytes: Some(one * 4),
+                    ..RetentionPolicy::default()
+                },
+            },
+        )
+        .wait()
+        .unwrap();
+    h.publish(
+        "logs",
+        (0..10).map(|i| event(&format!("e{i:02}"))).collect(),
+    );
+    assert_eq!(h.partition("logs", 0).bytes, one * 10);
+    let report = h.log.enforce_retention().wait().unwrap();
+    assert_eq!(report.events_deleted, 6);
+    assert_eq!(report.bytes_deleted, one * 6);
+    assert_eq!(retained(&h, "logs"), [6, 7, 8, 9], "the newest stay");
+    assert_eq!(h.partition("logs", 0).bytes, one * 4);
+}
+
+#[test]
+fn retention_never_passes_the_slowest_group_unless_told_to() {
+    let policy = |delete_unconsumed| TopicConfig {
+        partitions: 1,
+        retention: RetentionPolicy {
+            max_age: Some(Duration::from_secs(1)),
+            max_partition_bytes: None,
+            delete_unconsumed,
+        },
+    };
+    let h = Harness::new();
+    h.log.create_topic("kept", policy(false)).wait().unwrap();
+    h.log.create_topic("dropped", policy(true)).wait().unwrap();
+    for topic in ["kept", "dropped"] {
+        h.publish(
+            topic,
+            (0..10).map(|i| event(&format!("{topic}{i}"))).collect(),
+        );
+        h.log
+            .commit(advance_to("fast", topic, 0, 9))
+            .wait()
+            .unwrap();
+        h.log
+            .commit(advance_to("slow", topic, 0, 3))
+            .wait()
+            .unwrap();
+    }
+    h.advance(Duration::from_secs(10));
+    h.log.enforce_retention().wait().unwrap();
+    assert_eq!(
+        retained(&h, "kept"),
+        (3..10).collect::<Vec<_>>(),
+        "slow group's floor"
+    );
+    assert!(retained(&h, "dropped").is_empty());
+
+    h.log
+        .commit(advance_to("slow", "kept", 0, 7))
+        .wait()
+        .unwrap();
+    h.log.enforce_retention().wait().unwrap();
+    assert_eq!(
+        retained(&h, "kept"),
+        [7, 8, 9],
+        "fast group at 9, slow now at 7"
+    );
+}
+
+#[test]
+fn retention_runs_in_the_background() {
+    let h = Harness::with(|c| {
+        c.retention_interval = Duration::from_millis(10);
+        c.default_retention = RetentionPolicy {
+            max_age: Some(Duration::from_secs(1)),
+            ..RetentionPolicy::default()
+        };
+    });
+    h.publish("auto", (0..3).map(|i| event(&format!("e{i}"))).collect());
+    assert!(
+        !h.log
+            .topic("auto")
+            .wait()
+            .unwrap()
+            .unwrap()
+            .config
+            .retention
+            .is_unbounded()
+    );
+    h.advance(Duration::from_secs(5));
+    assert!(
+        eventually(Duration::from_secs(10), || h.partition("auto", 0).start
+            == 3),
+        "background retention never ran"
+    );
+    assert!(retained(&h, "auto").is_empty());
+}
+
+#[test]
+fn unique_ids_in_acks_match_the_log() {
+    // Many publishers, one topic: every ack points at its own event, and there are no gaps.
+    let h = Harness::new();
+    let log = Arc::new(h.log);
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                (0..50)
+                    .flat_map(|i| {
+                        let events = (0..3)
+                            .map(|j| NewEvent::to_topic("busy", event(&format!("t{t}-{i}-{j}"))))
+                            .collect();
+                        log.append(events).wait().unwrap()
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let acks: Vec<Appended> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    let stored = log.read("busy", 0, 0, usize::MAX).wait().unwrap();
+    assert_eq!(stored.len(), 8 * 50 * 3);
+    let offsets: HashSet<u64> = acks.iter().map(|a| a.position.offset).collect();
+    assert_eq!(offsets.len(), acks.len());
+    for ack in &acks {
+        assert_eq!(stored[ack.position.offset as usize].event.id, ack.id);
+    }
+    let stats = log.stats();
+    assert_eq!(stats.events_appended, 1200);
+    assert!(
+        stats.transactions < 400,
+        "concurrent publishers share fsyncs: {stats:?}"
+    );
+}

@@ -1,0 +1,362 @@
+//! `evhost run` as an operator sees it: what it prints and loads, plugin and
+//! dead-letter rows of the API with real plugins, one daemon per data dir,
+//! config and environment, and a clean shutdown under load.
+
+mod daemon_support;
+mod support;
+
+use std::collections::HashSet;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use daemon_support::{Daemon, EVHOST, Options, event, plugin_dir};
+use serde_json::{Value, json};
+use support::wait_for;
+
+const WELCOME_SIDECAR: &str = "[grants]\nemit = [\"notification.*\"]\n";
+
+#[test]
+fn run_prints_where_it_listens_and_what_it_loaded_and_lists_failed_plugins() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = plugin_dir(
+        dir.path(),
+        &[
+            ("welcome", WELCOME_SIDECAR),
+            ("counter", "[grants]\nstat = true\n"),
+        ],
+    );
+    std::fs::write(plugins.join("broken.wasm"), b"definitely not wasm").unwrap();
+    let d = Daemon::start(
+        &dir.path().join("data"),
+        Options {
+            plugins: Some(plugins),
+            ..Options::default()
+        },
+    );
+    let out = d.stdout().join("\n");
+    assert!(out.contains("listening on http://127.0.0.1:"), "{out}");
+    assert!(out.contains("loaded plugin welcome 0.1.0"), "{out}");
+    assert!(
+        out.contains("FAILED to load") && out.contains("broken.wasm"),
+        "{out}"
+    );
+    assert!(
+        out.contains("counter.toml") && out.contains("stat"),
+        "the sidecar error names the file and key: {out}"
+    );
+
+    let (status, body) = d.get("/v1/plugins");
+    assert_eq!(status, 200);
+    let list = body["plugins"].as_array().unwrap();
+    let by_name = |n: &str| {
+        list.iter()
+            .find(|p| p["name"] == n)
+            .unwrap_or_else(|| panic!("{n} in {body}"))
+    };
+    let welcome = by_name("welcome");
+    assert_eq!(welcome["state"], "running");
+    assert_eq!(welcome["version"], "0.1.0");
+    assert_eq!(welcome["digest"].as_str().unwrap().len(), 64);
+    assert_eq!(welcome["subscriptions"][0]["topic"], "user-events");
+    for key in ["lag", "processed", "failed", "dead_lettered", "last_error"] {
+        assert!(welcome.get(key).is_some(), "{key} missing from {welcome}");
+    }
+    let broken = by_name("broken");
+    assert_eq!(broken["state"], "failed");
+    assert!(
+        broken["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("not a WebAssembly file")
+    );
+    let counter = by_name("counter");
+    assert_eq!(counter["state"], "failed");
+    assert!(counter["last_error"].as_str().unwrap().contains("stat"));
+}
+
+#[test]
+fn the_welcome_plugin_reacts_to_a_published_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = plugin_dir(dir.path(), &[("welcome", WELCOME_SIDECAR)]);
+    let d = Daemon::start(
+        &dir.path().join("data"),
+        Options {
+            plugins: Some(plugins),
+            ..Options::default()
+        },
+    );
+    let mut e = event(
+        "user.created",
+        json!({"email": "ada@example.com", "name": "Ada"}),
+    );
+    e["subject"] = "u-1".into();
+    let (status, body) = d.publish(&e);
+    assert_eq!(status, 201);
+    let id = body["events"][0]["id"].as_str().unwrap().to_owned();
+    let mut emitted = Vec::new();
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            emitted = d.read_all("notification-events", 0);
+            !emitted.is_empty()
+        }),
+        "welcome emitted nothing; plugins: {}",
+        d.get("/v1/plugins").1
+    );
+    let n = &emitted[0];
+    assert_eq!(n["type"], "notification.requested");
+    assert_eq!(n["causationid"], id.as_str());
+    assert_eq!(n["correlationid"], id.as_str());
+    assert_eq!(n["data"]["to"], "ada@example.com");
+}
+
+#[test]
+fn dead_letters_are_listed_shown_replayed_and_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = plugin_dir(dir.path(), &[("welcome", WELCOME_SIDECAR)]);
+    let d = Daemon::start(
+        &dir.path().join("data"),
+        Options {
+            plugins: Some(plugins),
+            ..Options::default()
+        },
+    );
+    // welcome rejects a user without an email: straight to the dead-letter store.
+    let (_, body) = d.publish(&event("user.created", json!({"name": "no email"})));
+    let id = body["events"][0]["id"].as_str().unwrap().to_owned();
+    let mut list = Value::Null;
+    assert!(wait_for(Duration::from_secs(30), || {
+        list = d.get("/v1/dlq?plugin=welcome").1;
+        list["dead_letters"]
+            .as_array()
+            .is_some_and(|l| !l.is_empty())
+    }));
+    let dl = list["dead_letters"][0].clone();
+    assert_eq!(dl["plugin"], "welcome");
+    assert_eq!(dl["plugin_version"], "0.1.0");
+    assert_eq!(dl["error_kind"], "rejected");
+    assert!(dl["message"].as_str().unwrap().contains("email"));
+    assert!(dl["attempts"].as_u64().unwrap() >= 1);
+    assert!(dl["first_failure"].as_str().is_some() && dl["last_failure"].as_str().is_some());
+    assert_eq!(dl["event"]["id"], id.as_str());
+    assert_eq!(dl["event"]["topic"], "user-events");
+    let dl_id = dl["id"].as_u64().unwrap();
+
+    assert_eq!(d.get(&format!("/v1/dlq/{dl_id}")).1, dl);
+    assert_eq!(
+        d.get("/v1/dlq?plugin=someone-else").1["dead_letters"],
+        json!([])
+    );
+
+    // Replay goes to the current version, which rejects it again: parked anew.
+    let (status, outcome) = d.request("POST", &format!("/v1/dlq/{dl_id}/replay"), &[], None);
+    assert_eq!(status, 200, "{outcome}");
+    assert_eq!(outcome["outcome"], "failed");
+    let new_id = outcome["new_id"].as_u64().unwrap();
+    assert_ne!(new_id, dl_id);
+    assert_eq!(
+        d.get(&format!("/v1/dlq/{new_id}")).1["event"]["id"],
+        id.as_str()
+    );
+
+    let (status, many) = d.request("POST", "/v1/dlq/replay?plugin=welcome", &[], None);
+    assert_eq!(status, 200, "{many}");
+    assert_eq!(
+        (many["succeeded"].clone(), many["failed"].clone()),
+        (json!(0), json!(1))
+    );
+    let (status, plugin_missing) = d.request("POST", "/v1/dlq/replay?plugin=ghost", &[], None);
+    assert!(status == 200 || status == 409, "{status} {plugin_missing}");
+
+    let current = d.get("/v1/dlq").1["dead_letters"][0]["id"]
+        .as_u64()
+        .unwrap();
+    let (status, _) = d.request("DELETE", &format!("/v1/dlq/{current}"), &[], None);
+    assert_eq!(status, 204);
+    assert_eq!(d.get(&format!("/v1/dlq/{current}")).0, 404);
+    assert_eq!(
+        d.request("DELETE", &format!("/v1/dlq/{current}"), &[], None)
+            .0,
+        404
+    );
+    assert_eq!(d.get("/v1/dlq").1["dead_letters"], json!([]));
+}
+
+#[test]
+fn a_second_daemon_on_the_same_data_dir_refuses_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let first = Daemon::start(&data, Options::default());
+    let out = Command::new(EVHOST)
+        .args(["run", "--listen", "127.0.0.1:0", "--data"])
+        .arg(&data)
+        .arg("--plugins")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("another evhost daemon"), "{stderr}");
+    assert!(stderr.contains(&format!("pid {}", first.pid())), "{stderr}");
+    assert_eq!(first.get("/healthz").0, 200, "the first one is unharmed");
+    first.stop();
+    // Once it stopped, the directory is free again.
+    Daemon::start(&data, Options::default()).stop();
+}
+
+#[test]
+fn an_unknown_config_key_is_refused_naming_the_key_and_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("evhost.toml");
+    std::fs::write(&config, "listen = \"127.0.0.1:0\"\n[api]\ntokne = \"x\"\n").unwrap();
+    let out = Command::new(EVHOST)
+        .args(["run", "--config"])
+        .arg(&config)
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("tokne") && stderr.contains("evhost.toml"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn environment_overrides_apply_and_json_logs_are_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(
+        &dir.path().join("data"),
+        Options {
+            env: vec![
+                ("EVHOST_TOKEN".into(), "from-env".into()),
+                ("EVHOST_LOG_FORMAT".into(), "json".into()),
+            ],
+            ..Options::default()
+        },
+    );
+    let body = event("env.test", json!(1)).to_string();
+    let ce = ("content-type", "application/cloudevents+json");
+    assert_eq!(
+        d.request("POST", "/v1/events", &[ce], Some(body.as_bytes()))
+            .0,
+        401
+    );
+    assert_eq!(
+        d.request(
+            "POST",
+            "/v1/events",
+            &[ce, ("authorization", "Bearer from-env")],
+            Some(body.as_bytes())
+        )
+        .0,
+        201
+    );
+    let stderr = d.stderr();
+    assert!(!stderr.is_empty());
+    for line in &stderr {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v.get("level").is_some(), "{line}");
+    }
+}
+
+/// Publishes one event without panicking on a daemon that is going away.
+fn try_publish(agent: &ureq::Agent, url: &str, id: &str) -> bool {
+    let body = json!({"specversion": "1.0", "type": "load.tick", "source": "load", "id": id, "data": {"id": id}});
+    match agent
+        .post(format!("{url}/v1/topics/load/events"))
+        .content_type("application/cloudevents+json")
+        .send(body.to_string())
+    {
+        Ok(resp) => resp.status().as_u16() == 201,
+        Err(_) => false,
+    }
+}
+
+#[test]
+fn sigterm_during_load_exits_0_and_every_acknowledged_event_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let plugins = plugin_dir(dir.path(), &[("counter", "[grants]\nstate = true\n")]);
+    let mut d = Daemon::start(
+        &data,
+        Options {
+            plugins: Some(plugins.clone()),
+            ..Options::default()
+        },
+    );
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let (acked, stop, url) = (acked.clone(), stop.clone(), d.url.clone());
+        writers.push(std::thread::spawn(move || {
+            let agent = ureq::Agent::new_with_config(
+                ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .timeout_global(Some(Duration::from_secs(10)))
+                    .build(),
+            );
+            let mut failures = 0;
+            for n in 0..100_000 {
+                if stop.load(Ordering::Relaxed) || failures > 20 {
+                    break;
+                }
+                let id = format!("w{w}-{n}");
+                if try_publish(&agent, &url, &id) {
+                    acked.lock().unwrap().push(id);
+                } else {
+                    failures += 1;
+                }
+            }
+        }));
+    }
+    assert!(wait_for(Duration::from_secs(60), || acked
+        .lock()
+        .unwrap()
+        .len()
+        >= 200));
+    d.signal("TERM");
+    let status = d.wait_exit(Duration::from_secs(30));
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.join().unwrap();
+    }
+    assert!(
+        status.is_some_and(|s| s.code() == Some(0)),
+        "exit status {status:?}\nstderr:\n{}",
+        d.stderr().join("\n")
+    );
+    let out = d.stdout().join("\n");
+    assert!(
+        out.contains("shutting down") && out.contains("evhost stopped"),
+        "{out}"
+    );
+    drop(d);
+
+    let acked = acked.lock().unwrap().clone();
+    let d = Daemon::start(
+        &data,
+        Options {
+            plugins: Some(plugins),
+            ..Options::default()
+        },
+    );
+    let stored: HashSet<String> = d
+        .read_all("load", 0)
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    let missing: Vec<&String> = acked.iter().filter(|id| !stored.contains(*id)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged events are missing after restart, e.g. {:?}",
+        missing.len(),
+        acked.len(),
+        &missing[..missing.len().min(5)]
+    );
+    d.stop();
+}
