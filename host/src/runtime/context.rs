@@ -52,8 +52,8 @@ pub struct CurrentCall {
 
 impl CallState {
     pub fn new(scope: Arc<PluginScope>, memory_limit: usize) -> Self {
-        let stdout = GuestOutput::default();
-        let stderr = GuestOutput::default();
+        let stdout = GuestOutput::new(&scope.name, "stdout");
+        let stderr = GuestOutput::new(&scope.name, "stderr");
         // No preopens, no env, no args, no network: the builder's defaults deny
         // all of it; only the output streams are wired, to our capture.
         let wasi = WasiCtxBuilder::new()

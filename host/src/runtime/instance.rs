@@ -163,7 +163,7 @@ impl Instance {
         let data = store.data_mut();
         data.current = None;
         let effects = std::mem::take(&mut data.effects);
-        let stderr = forward_output(data, &self.scope.name);
+        let stderr = end_output(data);
         let outcome = match result {
             Ok(Ok(())) => Ok(effects),
             Ok(Err(HandlerError::Retry(m))) => Err(Failure::Retry(m)),
@@ -188,7 +188,7 @@ impl Instance {
         match self.plugin.pre.instantiate(&mut store) {
             Ok(bindings) => Ok(Live { store, bindings }),
             Err(e) => {
-                let stderr = forward_output(store.data_mut(), &self.scope.name);
+                let stderr = end_output(store.data_mut());
                 Err(with_stderr(
                     classify(e, store.data(), &self.limits),
                     &stderr,
@@ -245,17 +245,10 @@ fn with_stderr(failure: Failure, stderr: &str) -> Failure {
     }
 }
 
-/// Forwards captured guest output to `tracing`, returning the stderr text.
-fn forward_output(state: &mut CallState, plugin: &str) -> String {
-    let stdout = state.stdout.drain();
-    for line in stdout.lines().filter(|l| !l.is_empty()) {
-        tracing::info!(target: "evhost::plugin", plugin, stream = "stdout", "{line}");
-    }
-    let stderr = state.stderr.drain();
-    for line in stderr.lines().filter(|l| !l.is_empty()) {
-        tracing::warn!(target: "evhost::plugin", plugin, stream = "stderr", "{line}");
-    }
-    stderr
+/// Ends a call's guest output, returning its stderr text.
+fn end_output(state: &mut CallState) -> String {
+    state.stdout.drain();
+    state.stderr.drain()
 }
 
 fn to_wit(stored: &StoredEvent, attempt: u32) -> bindings::Event {

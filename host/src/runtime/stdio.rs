@@ -1,6 +1,6 @@
-//! Guest stdout/stderr: captured per instance, drained after each call into
-//! `tracing` (tagged with the plugin) and, for stderr, into trap messages
-//! (a Rust guest's panic message arrives there).
+//! Guest stdout/stderr: forwarded line by line to `tracing` (tagged with the
+//! plugin) while the guest writes, and, for stderr, kept per call for trap
+//! messages (a Rust guest's panic message arrives there).
 
 use std::io;
 use std::pin::Pin;
@@ -12,39 +12,90 @@ use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
-/// Bytes kept per stream between drains; output beyond it is dropped, so a
-/// chatty or hostile guest cannot grow host memory.
+/// Bytes of stderr kept per call for the trap message (its tail), and the
+/// longest line forwarded; a chatty or hostile guest cannot grow host memory.
 const CAPACITY: usize = 64 * 1024;
+/// Lines forwarded to `tracing` per call; the rest are counted and dropped.
+const MAX_LINES: usize = 1000;
 
-#[derive(Clone, Default)]
+/// One guest output stream. Complete lines go to `tracing` as they are
+/// written (so a long or runaway call's output shows while it runs); the
+/// stream's tail is kept until `drain` for trap messages.
+#[derive(Clone)]
 pub struct GuestOutput {
+    plugin: Arc<str>,
+    stream: &'static str,
     buf: Arc<Mutex<Captured>>,
 }
 
 #[derive(Default)]
 struct Captured {
-    bytes: Vec<u8>,
-    dropped: usize,
+    /// The current incomplete line.
+    partial: Vec<u8>,
+    /// What was written since the last drain, at most `CAPACITY` (the newest).
+    tail: Vec<u8>,
+    lines: usize,
+    dropped_lines: usize,
 }
 
 impl GuestOutput {
-    fn push(&self, data: &[u8]) {
-        let mut c = self.buf.lock().unwrap_or_else(PoisonError::into_inner);
-        let room = CAPACITY.saturating_sub(c.bytes.len());
-        let take = room.min(data.len());
-        c.bytes.extend_from_slice(&data[..take]);
-        c.dropped += data.len() - take;
+    pub fn new(plugin: &str, stream: &'static str) -> Self {
+        GuestOutput {
+            plugin: plugin.into(),
+            stream,
+            buf: Arc::default(),
+        }
     }
 
-    /// Takes what was written since the last drain, as lossy UTF-8.
+    fn push(&self, data: &[u8]) {
+        let mut c = self.buf.lock().unwrap_or_else(PoisonError::into_inner);
+        c.tail.extend_from_slice(data);
+        if c.tail.len() > CAPACITY {
+            let cut = c.tail.len() - CAPACITY;
+            c.tail.drain(..cut);
+        }
+        let mut rest = data;
+        while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
+            let mut line = std::mem::take(&mut c.partial);
+            line.extend_from_slice(&rest[..nl]);
+            self.forward(&mut c, &line);
+            rest = &rest[nl + 1..];
+        }
+        let room = CAPACITY.saturating_sub(c.partial.len());
+        c.partial.extend_from_slice(&rest[..rest.len().min(room)]);
+    }
+
+    fn forward(&self, c: &mut Captured, line: &[u8]) {
+        if line.is_empty() {
+            return;
+        }
+        if c.lines >= MAX_LINES {
+            c.dropped_lines += 1;
+            return;
+        }
+        c.lines += 1;
+        let line = String::from_utf8_lossy(line);
+        let plugin = &*self.plugin;
+        match self.stream {
+            "stderr" => {
+                tracing::warn!(target: "evhost::plugin", plugin, stream = self.stream, "{line}")
+            }
+            _ => tracing::info!(target: "evhost::plugin", plugin, stream = self.stream, "{line}"),
+        }
+    }
+
+    /// Ends the call's output: forwards an unfinished last line and returns
+    /// the stream's tail since the last drain, as lossy UTF-8.
     pub fn drain(&self) -> String {
         let mut c = self.buf.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut text = String::from_utf8_lossy(&c.bytes).into_owned();
-        if c.dropped > 0 {
-            text.push_str(&format!("\n[{} bytes of output dropped]", c.dropped));
+        let partial = std::mem::take(&mut c.partial);
+        self.forward(&mut c, &partial);
+        if c.dropped_lines > 0 {
+            let n = c.dropped_lines;
+            tracing::warn!(target: "evhost::plugin", plugin = &*self.plugin, stream = self.stream, "{n} more lines of output dropped");
         }
-        c.bytes.clear();
-        c.dropped = 0;
+        let text = String::from_utf8_lossy(&c.tail).into_owned();
+        *c = Captured::default();
         text
     }
 }
