@@ -109,6 +109,17 @@ fn the_welcome_plugin_reacts_to_a_published_event() {
     assert_eq!(n["causationid"], id.as_str());
     assert_eq!(n["correlationid"], id.as_str());
     assert_eq!(n["data"]["to"], "ada@example.com");
+
+    // The call was timed into the plugin's latency histogram.
+    let (_, _, metrics) =
+        daemon_support::request_full("GET", &format!("{}/metrics", d.url), &[], None);
+    let count = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("evhost_plugin_call_seconds_count{") && l.contains("plugin=\"welcome\"")
+        })
+        .unwrap_or_else(|| panic!("no call latency for welcome in:\n{metrics}"));
+    assert!(count.ends_with(" 1"), "{count}");
 }
 
 #[test]
@@ -134,7 +145,13 @@ fn dead_letters_are_listed_shown_replayed_and_deleted() {
     }));
     let dl = list["dead_letters"][0].clone();
     assert_eq!(dl["plugin"], "welcome");
-    assert_eq!(dl["plugin_version"], "0.1.0");
+    // The plugin's version and the load number of the deployment that parked it.
+    assert!(
+        dl["plugin_version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("0.1.0 (load ")),
+        "{dl}"
+    );
     assert_eq!(dl["error_kind"], "rejected");
     assert!(dl["message"].as_str().unwrap().contains("email"));
     assert!(dl["attempts"].as_u64().unwrap() >= 1);

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use evhost::dispatch::{
     BreakerConfig, BreakerState, Deployment, DispatchConfig, DispatchEvent, Dispatcher,
-    PluginSettings, RunState,
+    OrderingMode, PluginSettings, RunState,
 };
 use evhost::event::{self, Event, StoredEvent};
 use evhost::log::{EventLog, FailureKind, LogConfig, NewEvent, RedbLog, TopicConfig};
@@ -603,5 +603,174 @@ async fn idempotency_helper_skips_an_event_id_delivered_again() {
         2,
         "the repeated id was counted once"
     );
+    d.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_blocking_mode_lets_later_events_pass_a_failing_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path());
+    let rt = runtime();
+    let d = Dispatcher::new(log.clone(), rt.clone(), DispatchConfig::default());
+    deploy(
+        &d,
+        &rt,
+        "faulty",
+        1,
+        PluginSettings {
+            retry: Some(policy(3, 200)),
+            ordering: OrderingMode::NonBlocking,
+            grants: all_grants(),
+            ..Default::default()
+        },
+    );
+    let slow = ev(
+        "faulty.fail-until",
+        "k",
+        Some(serde_json::json!({"succeed_on_attempt": 2})),
+    );
+    let (a, b) = (ev("faulty.ok", "k", None), ev("faulty.ok", "k", None));
+    publish(
+        &log,
+        "faulty-events",
+        vec![slow.clone(), a.clone(), b.clone()],
+    )
+    .await;
+
+    eventually("all three handled", || async {
+        done_events(&log).await.len() == 3
+    })
+    .await;
+    let order: Vec<String> = done_events(&log)
+        .await
+        .iter()
+        .map(|d| d["event"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        order,
+        [a.id, b.id, slow.id],
+        "later events passed the set-aside one"
+    );
+    assert_eq!(done_events(&log).await[2]["attempt"], 2);
+    // Nothing left set aside or parked, and no lag.
+    assert!(
+        log.state_keys("__evhost", "set-aside/", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(log.dead_letters(None, None, 10).await.unwrap().is_empty());
+    d.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_aside_event_keeps_its_attempts_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path());
+    let rt = runtime();
+    let settings = PluginSettings {
+        retry: Some(policy(3, 300)),
+        ordering: OrderingMode::NonBlocking,
+        grants: all_grants(),
+        ..Default::default()
+    };
+    let d = Dispatcher::new(log.clone(), rt.clone(), DispatchConfig::default());
+    let mut feed = d.subscribe();
+    deploy(&d, &rt, "faulty", 1, settings.clone());
+    publish(
+        &log,
+        "faulty-events",
+        vec![ev("faulty.retry", "k", None), ev("faulty.ok", "k", None)],
+    )
+    .await;
+    eventually("first attempt failed and the next event passed", || async {
+        done_events(&log).await.len() == 1
+    })
+    .await;
+    let failed_before: usize = drain(&mut feed)
+        .iter()
+        .filter(|e| matches!(e, DispatchEvent::CallFailed { .. }))
+        .count();
+    assert_eq!(failed_before, 1);
+    d.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(
+        log.state_keys("__evhost", "set-aside/", 10)
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "persisted as set aside"
+    );
+
+    // A new dispatcher, as after a restart: the set-aside event resumes.
+    let d = Dispatcher::new(log.clone(), rt.clone(), DispatchConfig::default());
+    deploy(&d, &rt, "faulty", 2, settings);
+    eventually("parked", || async {
+        !log.dead_letters(None, None, 10).await.unwrap().is_empty()
+    })
+    .await;
+    let dl = log.dead_letters(None, None, 10).await.unwrap();
+    assert_eq!(dl[0].record.kind, FailureKind::RetriesExhausted);
+    assert_eq!(
+        dl[0].record.attempts, 3,
+        "the attempt before the restart counted"
+    );
+    assert!(
+        log.state_keys("__evhost", "set-aside/", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        done_events(&log).await.len(),
+        1,
+        "the later event was handled once"
+    );
+    d.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_native_handler_runs_through_the_same_pipeline() {
+    use evhost::runtime::{Effects, Failure, LoadedPlugin, PluginInfo};
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path());
+    let rt = runtime();
+    let d = Dispatcher::new(log.clone(), rt.clone(), DispatchConfig::default());
+    let info = PluginInfo {
+        name: "native-sum".into(),
+        version: "1".into(),
+        subscriptions: vec![sub("numbers", "*")],
+        retry: Some(policy(1, 1)),
+    };
+    let handler = Arc::new(|e: &StoredEvent, _attempt: u32| {
+        let v: serde_json::Value =
+            serde_json::from_slice(e.event.data.as_deref().unwrap_or(b"null"))
+                .map_err(|e| Failure::Rejected(e.to_string()))?;
+        let mut effects = Effects::default();
+        effects
+            .state
+            .insert(format!("seen/{}", v["n"]), Some(b"1".to_vec()));
+        Ok(effects)
+    });
+    d.deploy(Deployment {
+        plugin: LoadedPlugin::native(info, handler),
+        settings: PluginSettings {
+            grants: all_grants(),
+            ..Default::default()
+        },
+        load_number: 1,
+    });
+    let events = (0..10)
+        .map(|n| ev("number.seen", "k", Some(serde_json::json!({ "n": n }))))
+        .collect();
+    publish(&log, "numbers", events).await;
+    eventually("all seen", || async {
+        log.state_keys("native-sum", "seen/", 100)
+            .await
+            .unwrap()
+            .len()
+            == 10
+    })
+    .await;
     d.shutdown(Duration::from_secs(5)).await;
 }

@@ -90,7 +90,10 @@ fn poison_pill_killing_the_host_each_time_is_parked_after_max_attempts() {
     assert_eq!(parked["attempts"], 3);
     assert_eq!(parked["event"]["id"], "poison");
     assert!(
-        parked["message"].as_str().unwrap().contains("host stopped"),
+        parked["message"]
+            .as_str()
+            .unwrap()
+            .contains("host stopping"),
         "{parked}"
     );
     assert_eq!(

@@ -10,7 +10,7 @@
 //! - [`event`]: the envelope (CloudEvents attributes + host position fields).
 //! - [`log`]: the durable event log (topics, offsets, consumer commits, streams); `log/redb`
 //!   is the only module that imports redb.
-//! - [`plugins`]: the plugin directory: file + sidecar → deployment, load failures.
+//! - [`plugins`]: the plugin directory: file + sidecar → deployment, load failures, the hot-reload watcher.
 //! - [`runtime`]: the wasmtime engine, component loading and checking, sandboxed calls.
 
 pub mod api;

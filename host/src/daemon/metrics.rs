@@ -195,6 +195,23 @@ impl Collector for SnapshotCollector {
             "Events a plugin parked in the dead-letter store",
             &rows(|p| p.dead_lettered),
         )?;
+        let h = prometheus_client::metrics::histogram::Histogram::new([1.0]);
+        let mut m = enc.encode_descriptor(
+            "evhost_plugin_call_seconds",
+            "Duration of plugin calls (successful or not)",
+            None,
+            h.metric_type(),
+        )?;
+        for p in &s.plugins {
+            let l = &p.call_latency;
+            m.encode_family(&plugin(p))?
+                .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                    l.sum_seconds,
+                    l.count,
+                    &l.buckets,
+                    None,
+                )?;
+        }
         let lag: Vec<(Labels, i64)> = s
             .plugins
             .iter()

@@ -2,9 +2,11 @@
 //! directory and the HTTP API together, and takes them down in order.
 //!
 //! Start: lock the data dir → open the log → runtime → dispatcher → schemas →
-//! bind → load every plugin file → serve. Stop (when `shutdown` resolves): stop
-//! accepting and end live tails → wait for requests in flight → dispatcher
-//! shutdown with the deadline → close the log (finishing queued writes).
+//! bind → watch the plugin directory → load every plugin file → serve (the
+//! watcher hot-reloads from then on). Stop (when `shutdown` resolves): stop
+//! accepting and end live tails → wait for requests in flight → stop the
+//! watcher → dispatcher shutdown with the deadline → close the log (finishing
+//! queued writes).
 //!
 //! - `lock`: one daemon per data directory.
 //! - `schemas`: the schema registry's store.
@@ -29,7 +31,7 @@ use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::dispatch::{DispatchConfig, Dispatcher};
 use crate::log::{EventLog, LogConfig, LogError, RedbLog};
-use crate::plugins::{self, Loader};
+use crate::plugins::{self, DirWatcher, Loader, WatchConfig};
 use crate::runtime::{Runtime, RuntimeConfig, RuntimeError};
 
 /// Prints a line for the operator on stdout; a closed stdout is not an error worth
@@ -118,7 +120,12 @@ pub async fn run(
         },
     );
     let schemas = Arc::new(SchemaRegistry::open(&data.join("schemas"))?);
-    let loader = Arc::new(Loader::new(runtime.clone(), dispatcher.clone()));
+    let mut loader = Loader::new(runtime.clone(), dispatcher.clone());
+    let numbers = data.join("plugin-load-number");
+    if let Err(e) = loader.use_load_number_file(&numbers) {
+        tracing::error!(file = %numbers.display(), "load numbers restart at 1 in this process: {e}");
+    }
+    let loader = Arc::new(loader);
 
     let listener =
         TcpListener::bind(config.listen)
@@ -140,13 +147,16 @@ pub async fn run(
         data.display(),
         config.plugin_dir.display()
     );
+    // Watch first, load second: a file written meanwhile is picked up afterwards.
+    let watcher = watch_plugin_dir(&config.plugin_dir);
     load_plugin_dir(&loader, &config.plugin_dir).await;
+    let watching = watcher.map(|w| w.spawn(loader.clone()));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let state = Arc::new(ApiState {
         log: log.clone(),
         dispatcher: dispatcher.clone(),
-        loader,
+        loader: loader.clone(),
         schemas,
         metrics: Arc::new(Metrics::new()),
         config: config.api.clone(),
@@ -187,6 +197,10 @@ pub async fn run(
             Ok(())
         }
     };
+    // No reload may start while the dispatcher winds down.
+    if let Some(w) = watching {
+        w.stop().await;
+    }
     dispatcher.shutdown(config.dispatch.shutdown_timeout).await;
     // The writer finishes the writes queued so far; every acknowledged one is already durable.
     let closing = redb.clone();
@@ -196,6 +210,28 @@ pub async fn run(
         say!("evhost stopped");
     }
     result
+}
+
+/// Starts watching the plugin directory (created when missing); without a watch
+/// the daemon still runs the plugins loaded at start.
+fn watch_plugin_dir(dir: &Path) -> Option<DirWatcher> {
+    if !dir.exists() {
+        match std::fs::create_dir_all(dir) {
+            Ok(()) => say!("created the plugin directory {}", dir.display()),
+            Err(e) => {
+                say!("not watching {}: cannot create it: {e}", dir.display());
+                return None;
+            }
+        }
+    }
+    match DirWatcher::new(dir, WatchConfig::default()) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            say!("not watching the plugin directory: {e}");
+            tracing::error!("{e}");
+            None
+        }
+    }
 }
 
 /// Loads every `*.wasm` of the plugin directory; failures are reported, not fatal.

@@ -9,6 +9,7 @@
 //! call. An event that kills the host is thus counted from its second
 //! delivery on and parked once the count reaches the policy's maximum.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
@@ -23,7 +24,7 @@ use super::{Deployment, DispatchConfig, DispatchEvent, backoff};
 use crate::event::StoredEvent;
 use crate::log::{
     AttemptRecord, AttemptUpdate, ConsumerCommit, DeadLetterRecord, EventLog,
-    Failure as LogFailure, FailureKind, LogError, NewEvent, OffsetAdvance,
+    Failure as LogFailure, FailureKind, LogError, NewEvent, OffsetAdvance, StateChange,
 };
 use crate::runtime::{
     CallError, Effects, Failure, Instance, InstanceSettings, RetryPolicy, Runtime,
@@ -51,18 +52,35 @@ struct Worker {
     filter: TypeFilter,
 }
 
+/// The operator's policy, else the plugin's, else the host default.
+fn retry_policy(d: &Deployment, default: &RetryPolicy) -> RetryPolicy {
+    d.settings
+        .retry
+        .clone()
+        .or_else(|| d.plugin.info.retry.clone())
+        .unwrap_or_else(|| default.clone())
+}
+
 impl Worker {
-    fn retry_policy(&self, default: &RetryPolicy) -> RetryPolicy {
-        let d = &self.deployment;
-        d.settings
-            .retry
-            .clone()
-            .or_else(|| d.plugin.info.retry.clone())
-            .unwrap_or_else(|| default.clone())
+    /// Calls the plugin, timing the call into the plugin's latency histogram.
+    fn call(
+        &mut self,
+        shared: &PluginShared,
+        event: &Arc<StoredEvent>,
+        attempt: u32,
+    ) -> Result<Effects, CallError> {
+        let started = std::time::Instant::now();
+        let result = self.instance.call(event, attempt);
+        shared.latency.record(started.elapsed());
+        result
     }
 
     fn uses_state(&self) -> bool {
         self.deployment.settings.grants.state
+    }
+
+    fn non_blocking(&self) -> bool {
+        self.deployment.settings.ordering == super::OrderingMode::NonBlocking
     }
 }
 
@@ -83,11 +101,12 @@ impl From<LogError> for Stop {
 pub(super) async fn run(mut ctx: ConsumerCtx) {
     let mut careful = ctx.config.batch_size;
     let mut worker: Option<Worker> = None;
+    let mut aside = SetAside::default();
     loop {
         if *ctx.stop.borrow() {
             return;
         }
-        match step(&mut ctx, &mut worker, &mut careful).await {
+        match step(&mut ctx, &mut worker, &mut careful, &mut aside).await {
             Ok(()) => {}
             Err(Stop::Requested) => return,
             Err(stop) => {
@@ -146,24 +165,55 @@ async fn step(
     ctx: &mut ConsumerCtx,
     worker: &mut Option<Worker>,
     careful: &mut usize,
+    aside: &mut SetAside,
 ) -> Result<(), Stop> {
     let group = ctx.shared.name.clone();
-    let next = ctx
+    let next = match ctx
         .log
         .committed_offset(&group, &ctx.topic, ctx.partition)
         .await?
-        .unwrap_or(0);
+    {
+        Some(next) => next,
+        None => {
+            // Register the group at the start, so retention keeps what it has not consumed.
+            ctx.log
+                .set_offset(&group, &ctx.topic, ctx.partition, 0)
+                .await?;
+            0
+        }
+    };
     refresh(ctx, worker);
+    let non_blocking = worker.as_ref().is_some_and(Worker::non_blocking);
+    if non_blocking || !aside.due.is_empty() {
+        // Set-aside retries survive a switch back to strict ordering: they finish first.
+        aside.load(ctx).await?;
+        if let Some((offset, at, delivery)) = aside.next_due()
+            && at <= tokio::time::Instant::now()
+            && let Some(w) = worker.take()
+        {
+            *worker = Some(retry_aside(ctx, w, aside, offset, delivery).await?);
+            return Ok(());
+        }
+    }
     let batch = ctx
         .log
         .read(&ctx.topic, ctx.partition, next, ctx.config.batch_size)
         .await?;
+    // Again after the read: an event appended after a new version was
+    // deployed is then always handled by that version (or a later one).
+    refresh(ctx, worker);
     if batch.is_empty() {
         let end = ctx.log.watch(&ctx.topic, ctx.partition).await?;
+        // Far enough in the future to mean "never" when nothing is set aside.
+        let retry_at = aside.next_due().map_or_else(
+            || tokio::time::Instant::now() + Duration::from_secs(3600),
+            |(_, at, _)| at,
+        );
         tokio::select! {
             r = end.wait_past(next) => { r?; }
             _ = ctx.stop.wait_for(|s| *s) => return Err(Stop::Requested),
             _ = ctx.current.changed() => {}
+            _ = tokio::time::sleep_until(retry_at) => {}
         }
         return Ok(());
     }
@@ -187,7 +237,8 @@ async fn step(
         return Ok(());
     };
 
-    let _permit = match &ctx.shared.concurrency {
+    let semaphore = ctx.shared.concurrency();
+    let _permit = match semaphore {
         Some(sem) => Some(
             sem.clone()
                 .acquire_owned()
@@ -205,7 +256,7 @@ async fn step(
         *careful = careful.saturating_sub(1);
         let event = Arc::new(batch[first_match].clone());
         // Events before it (not subscribed) are skipped in the same commit.
-        let w = handle_carefully(ctx, w, event, admission).await?;
+        let w = handle_carefully(ctx, w, aside, event, admission).await?;
         *worker = Some(w);
         return Ok(());
     }
@@ -214,7 +265,24 @@ async fn step(
     *worker = Some(w);
     if let Some((event, error)) = outcome {
         let w = worker.take().ok_or(Stop::Requested)?;
-        let w = retry(ctx, w, event, error, 1, None, Admission::Normal).await?;
+        let w = if w.non_blocking() {
+            set_aside(
+                ctx,
+                &w.deployment,
+                aside,
+                &event,
+                error,
+                1,
+                0,
+                None,
+                Admission::Normal,
+                Place::InLine,
+            )
+            .await?;
+            w
+        } else {
+            retry(ctx, w, event, error, 1, None, Admission::Normal).await?
+        };
         *worker = Some(w);
     }
     Ok(())
@@ -275,6 +343,7 @@ async fn call_batch(
         None
     };
     let start = batch.first().map_or(0, |e| e.position.offset);
+    let shared = ctx.shared.clone();
     let (w, (next, emits, handled, failure)) = blocking(w, move |w| {
         let mut next = start;
         let mut emits = Vec::new();
@@ -285,7 +354,7 @@ async fn call_batch(
                 continue;
             }
             let event = Arc::new(event);
-            match w.instance.call(&event, 1) {
+            match w.call(&shared, &event, 1) {
                 Ok(mut effects) => {
                     w.overlay.apply(std::mem::take(&mut effects.state));
                     emits.extend(emits_of(effects));
@@ -323,6 +392,7 @@ async fn call_batch(
 async fn handle_carefully(
     ctx: &mut ConsumerCtx,
     w: Worker,
+    aside: &mut SetAside,
     event: Arc<StoredEvent>,
     admission: Admission,
 ) -> Result<Worker, Stop> {
@@ -330,13 +400,13 @@ async fn handle_carefully(
     let position = event.position.clone();
     let record = ctx.log.attempts(&group, &position).await?;
     let done = record.as_ref().map_or(0, |r| r.attempts);
-    let policy = w.retry_policy(&ctx.config.default_retry);
+    let policy = retry_policy(&w.deployment, &ctx.config.default_retry);
     if done >= policy.max_attempts {
         // Every earlier attempt was recorded and none finished: the host went
         // down during each of them.
         let r = record.unwrap_or_else(|| unreachable!("done > 0 implies a record"));
         let mut message = format!(
-            "the host stopped during each of the {done} attempts (a crash or kill while calling)"
+            "{done} attempts made; the last ended with the host stopping during the call (a crash or kill)"
         );
         if let Some(last) = &r.last_error {
             message.push_str(&format!("; last failure before that: {}", last.message));
@@ -350,34 +420,32 @@ async fn handle_carefully(
             message,
             done,
             r.first_failure.unwrap_or(now),
+            Place::InLine,
         )
         .await?;
         return Ok(w);
     }
     let attempt = done + 1;
-    let pre = AttemptRecord {
-        attempts: attempt,
-        ..record.clone().unwrap_or(AttemptRecord {
-            attempts: 0,
-            first_failure: None,
-            last_failure: None,
-            last_error: None,
-        })
-    };
-    commit(
-        ctx,
-        ConsumerCommit {
-            attempts: vec![AttemptUpdate {
-                position: position.clone(),
-                record: Some(pre),
-            }],
-            ..commit_for(&group)
-        },
-    )
-    .await?;
+    pre_call(ctx, &event, record.clone()).await?;
     let first_failure = record.and_then(|r| r.first_failure);
-    match call_and_commit(ctx, w, &event, attempt, admission).await? {
+    match call_and_commit(ctx, w, &event, attempt, admission, Place::InLine).await? {
         (w, None) => Ok(w),
+        (w, Some(error)) if w.non_blocking() => {
+            set_aside(
+                ctx,
+                &w.deployment,
+                aside,
+                &event,
+                error,
+                attempt,
+                done,
+                first_failure,
+                admission,
+                Place::InLine,
+            )
+            .await?;
+            Ok(w)
+        }
         (w, Some(error)) => retry(ctx, w, event, error, attempt, first_failure, admission).await,
     }
 }
@@ -390,6 +458,7 @@ async fn call_and_commit(
     event: &Arc<StoredEvent>,
     attempt: u32,
     admission: Admission,
+    place: Place,
 ) -> Result<(Worker, Option<CallError>), Stop> {
     let state_guard = if w.uses_state() {
         Some(ctx.shared.state_lock.lock().await)
@@ -397,23 +466,21 @@ async fn call_and_commit(
         None
     };
     let ev = event.clone();
-    let (w, result) = blocking(w, move |w| w.instance.call(&ev, attempt)).await?;
+    let shared = ctx.shared.clone();
+    let (w, result) = blocking(w, move |w| w.call(&shared, &ev, attempt)).await?;
     let out = match result {
         Ok(effects) => {
             let group = ctx.shared.name.clone();
-            let state = effects
-                .state
-                .iter()
-                .map(|(k, v)| crate::log::StateChange {
-                    namespace: group.clone(),
-                    key: k.clone(),
-                    value: v.clone(),
-                })
-                .collect();
+            let (offset, mut state) = finish(ctx, event, place);
+            state.extend(effects.state.iter().map(|(k, v)| StateChange {
+                namespace: group.clone(),
+                key: k.clone(),
+                value: v.clone(),
+            }));
             commit(
                 ctx,
                 ConsumerCommit {
-                    offset: Some(advance(ctx, event.position.offset + 1)),
+                    offset,
                     emits: emits_of(effects),
                     state,
                     attempts: vec![AttemptUpdate {
@@ -434,12 +501,92 @@ async fn call_and_commit(
     Ok((w, out))
 }
 
-/// The retry path for one event whose delivery `delivery` failed with `error`.
-///
-/// `delivery` counts every call of the event (the handler sees it as
-/// `attempt`); `counted` only those that use up the retry policy — a failed
-/// breaker probe does not, since it says the plugin is still down, not that
+/// What to do with an event after a failed call.
+enum Verdict {
+    Park {
+        kind: FailureKind,
+        message: String,
+    },
+    Again {
+        delay: Duration,
+        record: AttemptRecord,
+    },
+}
+
+/// Books a failed call (counters, breaker, event feed) and decides between
+/// parking and another attempt. `counted` is the number of attempts that
+/// used up the retry policy before this call and is updated. `delivery`
+/// counts every call (the handler sees it as `attempt`); a failed breaker
+/// probe does not count, since it says the plugin is still down, not that
 /// this event is bad.
+fn judge(
+    ctx: &ConsumerCtx,
+    d: &Deployment,
+    event: &StoredEvent,
+    error: &CallError,
+    delivery: u32,
+    counted: &mut u32,
+    admission: Admission,
+    first: SystemTime,
+) -> Verdict {
+    let now = SystemTime::now();
+    let (kind, healthy) = kind_of(&error.failure);
+    ctx.shared.failed.fetch_add(1, Ordering::Relaxed);
+    ctx.shared.set_error(error.to_string());
+    record_breaker(ctx, admission, healthy);
+    if admission != Admission::Probe || healthy {
+        *counted += 1;
+    }
+    let policy = retry_policy(d, &ctx.config.default_retry);
+    let rejected = matches!(error.failure, Failure::Rejected(_));
+    let verdict = if rejected || *counted >= policy.max_attempts {
+        let kind = if matches!(error.failure, Failure::Retry(_)) {
+            FailureKind::RetriesExhausted
+        } else {
+            kind
+        };
+        let message = if rejected {
+            error.failure.to_string()
+        } else {
+            format!("after {counted} attempt(s): {}", error.failure)
+        };
+        Verdict::Park { kind, message }
+    } else {
+        let delay = backoff::delay_for_attempt(&policy, (*counted).max(1), fastrand::f64());
+        // The failures so far; bumped again just before the next call (see
+        // `pre_call`), so a host that dies during that call still counts it.
+        let record = AttemptRecord {
+            attempts: *counted,
+            first_failure: Some(first),
+            last_failure: Some(now),
+            last_error: Some(LogFailure {
+                kind,
+                message: error.failure.to_string(),
+            }),
+        };
+        Verdict::Again { delay, record }
+    };
+    ctx.emit(DispatchEvent::CallFailed {
+        plugin: ctx.shared.name.clone(),
+        position: event.position.clone(),
+        event_id: event.event.id.clone(),
+        attempt: delivery,
+        kind: match &verdict {
+            Verdict::Park { kind, .. } => *kind,
+            Verdict::Again { .. } => kind,
+        },
+        message: error.failure.to_string(),
+        at: now,
+        retry_in: match &verdict {
+            Verdict::Park { .. } => None,
+            Verdict::Again { delay, .. } => Some(*delay),
+        },
+    });
+    verdict
+}
+
+/// The retry path of strict ordering: the partition waits while its failed
+/// event is retried with backoff.
 async fn retry(
     ctx: &mut ConsumerCtx,
     mut w: Worker,
@@ -453,89 +600,329 @@ async fn retry(
     let first = first_failure.unwrap_or_else(SystemTime::now);
     let mut counted = delivery.saturating_sub(1);
     loop {
-        let now = SystemTime::now();
-        let (kind, healthy) = kind_of(&error.failure);
-        ctx.shared.failed.fetch_add(1, Ordering::Relaxed);
-        ctx.shared.set_error(error.to_string());
-        record_breaker(ctx, admission, healthy);
-        if admission != Admission::Probe || healthy {
-            counted += 1;
-        }
-        let policy = w.retry_policy(&ctx.config.default_retry);
-        let rejected = matches!(error.failure, Failure::Rejected(_));
-        if rejected || counted >= policy.max_attempts {
-            let kind = if matches!(error.failure, Failure::Retry(_)) {
-                FailureKind::RetriesExhausted
-            } else {
-                kind
-            };
-            let message = if rejected {
-                error.failure.to_string()
-            } else {
-                format!("after {counted} attempt(s): {}", error.failure)
-            };
-            ctx.emit(DispatchEvent::CallFailed {
-                plugin: group.clone(),
-                position: event.position.clone(),
-                event_id: event.event.id.clone(),
-                attempt: delivery,
-                kind,
-                message: error.failure.to_string(),
-                at: now,
-                retry_in: None,
-            });
-            park(ctx, &w.deployment, &event, kind, message, counted, first).await?;
-            return Ok(w);
-        }
-        let delay = backoff::delay_for_attempt(&policy, counted.max(1), fastrand::f64());
-        ctx.emit(DispatchEvent::CallFailed {
-            plugin: group.clone(),
-            position: event.position.clone(),
-            event_id: event.event.id.clone(),
-            attempt: delivery,
-            kind,
-            message: error.failure.to_string(),
-            at: now,
-            retry_in: Some(delay),
-        });
-        tracing::debug!(plugin = %group, event_id = %event.event.id, delivery, "call failed, retrying in {delay:?}: {error}");
-        // Persist the next attempt before making it (see the module docs).
-        let record = AttemptRecord {
-            attempts: counted + 1,
-            first_failure: Some(first),
-            last_failure: Some(now),
-            last_error: Some(LogFailure {
-                kind,
-                message: error.failure.to_string(),
-            }),
-        };
-        commit(
+        match judge(
             ctx,
-            ConsumerCommit {
-                attempts: vec![AttemptUpdate {
-                    position: event.position.clone(),
-                    record: Some(record),
-                }],
-                ..commit_for(&group)
-            },
-        )
-        .await?;
-        pause(&mut ctx.stop, delay).await?;
-        admission = tokio::select! {
-            a = ctx.shared.breaker.admit() => a,
-            _ = ctx.stop.wait_for(|s| *s) => return Err(Stop::Requested),
-        };
+            &w.deployment,
+            &event,
+            &error,
+            delivery,
+            &mut counted,
+            admission,
+            first,
+        ) {
+            Verdict::Park { kind, message } => {
+                park(
+                    ctx,
+                    &w.deployment,
+                    &event,
+                    kind,
+                    message,
+                    counted,
+                    first,
+                    Place::InLine,
+                )
+                .await?;
+                return Ok(w);
+            }
+            Verdict::Again { delay, record } => {
+                tracing::debug!(plugin = %group, event_id = %event.event.id, delivery, "call failed, retrying in {delay:?}: {error}");
+                commit(
+                    ctx,
+                    ConsumerCommit {
+                        attempts: vec![AttemptUpdate {
+                            position: event.position.clone(),
+                            record: Some(record.clone()),
+                        }],
+                        ..commit_for(&group)
+                    },
+                )
+                .await?;
+                pause(&mut ctx.stop, delay).await?;
+                admission = tokio::select! {
+                    a = ctx.shared.breaker.admit() => a,
+                    _ = ctx.stop.wait_for(|s| *s) => return Err(Stop::Requested),
+                };
+                pre_call(ctx, &event, Some(record)).await?;
+            }
+        }
         delivery += 1;
         // A new version deployed meanwhile gets the retry (it may be the fix).
         let mut slot = Some(w);
         refresh(ctx, &mut slot);
         w = slot.ok_or(Stop::Requested)?;
-        match call_and_commit(ctx, w, &event, delivery, admission).await? {
+        match call_and_commit(ctx, w, &event, delivery, admission, Place::InLine).await? {
             (done, None) => return Ok(done),
             (again, Some(e)) => {
                 w = again;
                 error = e;
             }
+        }
+    }
+}
+
+/// Counts the coming call in the event's attempt record before it is made,
+/// so a call that takes the host down is counted (poison-pill protection).
+async fn pre_call(
+    ctx: &ConsumerCtx,
+    event: &StoredEvent,
+    record: Option<AttemptRecord>,
+) -> Result<(), Stop> {
+    let record = record.unwrap_or(AttemptRecord {
+        attempts: 0,
+        first_failure: None,
+        last_failure: None,
+        last_error: None,
+    });
+    commit(
+        ctx,
+        ConsumerCommit {
+            attempts: vec![AttemptUpdate {
+                position: event.position.clone(),
+                record: Some(AttemptRecord {
+                    attempts: record.attempts + 1,
+                    ..record
+                }),
+            }],
+            ..commit_for(&ctx.shared.name)
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// Where a failed event waits for its next attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// In the partition (strict ordering): its commit advances the offset.
+    InLine,
+    /// Set aside (non-blocking): the offset has moved on; its commit removes
+    /// its set-aside entry instead.
+    Aside,
+}
+
+/// Namespace of the host's own bookkeeping in the state table; plugin names
+/// cannot start with `_`, so it never meets a plugin's state.
+const HOST_NAMESPACE: &str = "__evhost";
+
+fn aside_prefix(ctx: &ConsumerCtx) -> String {
+    format!(
+        "set-aside/{}/{}/{}/",
+        ctx.shared.name, ctx.topic, ctx.partition
+    )
+}
+
+fn aside_key(ctx: &ConsumerCtx, offset: u64) -> String {
+    format!("{}{offset:020}", aside_prefix(ctx))
+}
+
+/// The offset advance and bookkeeping that end an event's handling.
+fn finish(
+    ctx: &ConsumerCtx,
+    event: &StoredEvent,
+    place: Place,
+) -> (Option<OffsetAdvance>, Vec<StateChange>) {
+    match place {
+        Place::InLine => (Some(advance(ctx, event.position.offset + 1)), Vec::new()),
+        Place::Aside => (
+            None,
+            vec![StateChange {
+                namespace: HOST_NAMESPACE.to_owned(),
+                key: aside_key(ctx, event.position.offset),
+                value: None,
+            }],
+        ),
+    }
+}
+
+/// Non-blocking mode: the partition's failed events waiting for a retry, by
+/// offset, with when and as which delivery. Persisted as set-aside entries
+/// (index) plus the events' attempt records, so a restart resumes them.
+#[derive(Default)]
+pub(super) struct SetAside {
+    loaded: bool,
+    due: BTreeMap<u64, (tokio::time::Instant, u32)>,
+}
+
+impl SetAside {
+    async fn load(&mut self, ctx: &ConsumerCtx) -> Result<(), Stop> {
+        if self.loaded {
+            return Ok(());
+        }
+        let prefix = aside_prefix(ctx);
+        for key in ctx
+            .log
+            .state_keys(HOST_NAMESPACE, &prefix, usize::MAX)
+            .await?
+        {
+            if let Ok(offset) = key[prefix.len()..].parse::<u64>() {
+                // After a restart they are due at once; their attempt records still count.
+                self.due.insert(offset, (tokio::time::Instant::now(), 0));
+            }
+        }
+        self.loaded = true;
+        Ok(())
+    }
+
+    fn next_due(&self) -> Option<(u64, tokio::time::Instant, u32)> {
+        self.due
+            .iter()
+            .min_by_key(|(_, (at, _))| *at)
+            .map(|(o, (at, d))| (*o, *at, *d))
+    }
+}
+
+/// Non-blocking mode: a failed event is parked or set aside; either way the
+/// offset moves past it (unless it is already set aside) in the same commit.
+#[allow(clippy::too_many_arguments)]
+async fn set_aside(
+    ctx: &ConsumerCtx,
+    d: &Deployment,
+    aside: &mut SetAside,
+    event: &Arc<StoredEvent>,
+    error: CallError,
+    delivery: u32,
+    mut counted: u32,
+    first_failure: Option<SystemTime>,
+    admission: Admission,
+    place: Place,
+) -> Result<(), Stop> {
+    let group = ctx.shared.name.clone();
+    let first = first_failure.unwrap_or_else(SystemTime::now);
+    match judge(
+        ctx,
+        d,
+        event,
+        &error,
+        delivery,
+        &mut counted,
+        admission,
+        first,
+    ) {
+        Verdict::Park { kind, message } => {
+            aside.due.remove(&event.position.offset);
+            park(ctx, d, event, kind, message, counted, first, place).await
+        }
+        Verdict::Again { delay, record } => {
+            let offset = match place {
+                Place::InLine => Some(advance(ctx, event.position.offset + 1)),
+                Place::Aside => None,
+            };
+            commit(
+                ctx,
+                ConsumerCommit {
+                    offset,
+                    attempts: vec![AttemptUpdate {
+                        position: event.position.clone(),
+                        record: Some(record),
+                    }],
+                    state: vec![StateChange {
+                        namespace: HOST_NAMESPACE.to_owned(),
+                        key: aside_key(ctx, event.position.offset),
+                        value: Some(Vec::new()),
+                    }],
+                    ..commit_for(&group)
+                },
+            )
+            .await?;
+            aside.due.insert(
+                event.position.offset,
+                (tokio::time::Instant::now() + delay, delivery + 1),
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Non-blocking mode: retries the set-aside event at `offset`.
+async fn retry_aside(
+    ctx: &mut ConsumerCtx,
+    w: Worker,
+    aside: &mut SetAside,
+    offset: u64,
+    delivery: u32,
+) -> Result<Worker, Stop> {
+    let group = ctx.shared.name.clone();
+    let position = crate::event::Position {
+        topic: ctx.topic.clone(),
+        partition: ctx.partition,
+        offset,
+    };
+    let record = ctx.log.attempts(&group, &position).await?;
+    let found = ctx.log.read(&ctx.topic, ctx.partition, offset, 1).await?;
+    let Some(event) = found
+        .into_iter()
+        .next()
+        .filter(|e| e.position.offset == offset)
+    else {
+        tracing::warn!(plugin = %group, topic = %ctx.topic, partition = ctx.partition, offset, "set-aside event no longer in the log (retention); dropping its retries");
+        commit(
+            ctx,
+            ConsumerCommit {
+                attempts: vec![AttemptUpdate {
+                    position,
+                    record: None,
+                }],
+                state: vec![StateChange {
+                    namespace: HOST_NAMESPACE.to_owned(),
+                    key: aside_key(ctx, offset),
+                    value: None,
+                }],
+                ..commit_for(&group)
+            },
+        )
+        .await?;
+        aside.due.remove(&offset);
+        return Ok(w);
+    };
+    let event = Arc::new(event);
+    // Failures so far, plus a call the host died in, if any.
+    let counted = record.as_ref().map_or(0, |r| r.attempts);
+    let delivery = delivery.max(counted + 1);
+    let policy = retry_policy(&w.deployment, &ctx.config.default_retry);
+    let first = record.as_ref().and_then(|r| r.first_failure);
+    if counted >= policy.max_attempts {
+        let message = format!(
+            "{counted} attempts made; the last ended with the host stopping during the call"
+        );
+        park(
+            ctx,
+            &w.deployment,
+            &event,
+            FailureKind::HostError,
+            message,
+            counted,
+            first.unwrap_or_else(SystemTime::now),
+            Place::Aside,
+        )
+        .await?;
+        aside.due.remove(&offset);
+        return Ok(w);
+    }
+    let admission = tokio::select! {
+        a = ctx.shared.breaker.admit() => a,
+        _ = ctx.stop.wait_for(|s| *s) => return Err(Stop::Requested),
+    };
+    pre_call(ctx, &event, record).await?;
+    match call_and_commit(ctx, w, &event, delivery, admission, Place::Aside).await? {
+        (w, None) => {
+            aside.due.remove(&offset);
+            Ok(w)
+        }
+        (w, Some(error)) => {
+            set_aside(
+                ctx,
+                &w.deployment,
+                aside,
+                &event,
+                error,
+                delivery,
+                counted,
+                first,
+                admission,
+                Place::Aside,
+            )
+            .await?;
+            Ok(w)
         }
     }
 }
@@ -575,12 +962,15 @@ async fn park(
     message: String,
     attempts: u32,
     first_failure: SystemTime,
+    place: Place,
 ) -> Result<(), Stop> {
     let group = ctx.shared.name.clone();
+    let (offset, state) = finish(ctx, event, place);
     let outcome = commit(
         ctx,
         ConsumerCommit {
-            offset: Some(advance(ctx, event.position.offset + 1)),
+            offset,
+            state,
             attempts: vec![AttemptUpdate {
                 position: event.position.clone(),
                 record: None,
@@ -588,7 +978,7 @@ async fn park(
             dead_letter: Some(DeadLetterRecord {
                 event: (**event).clone(),
                 plugin: group.clone(),
-                plugin_version: d.plugin.info.version.clone(),
+                plugin_version: d.version_label(),
                 plugin_digest: d.plugin.digest.clone(),
                 kind,
                 message: message.clone(),

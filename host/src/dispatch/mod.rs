@@ -9,6 +9,7 @@
 //!
 //! # Layout
 //! - `matcher`: subscription globs → which topics, which event types.
+//! - `latency`: the per-plugin call-latency histogram.
 //! - `backoff`: the retry delay of each attempt.
 //! - `breaker`: the per-plugin circuit breaker.
 //! - `overlay`: the state view of a call: committed state plus the batch's writes.
@@ -19,6 +20,7 @@
 mod backoff;
 mod breaker;
 mod consumer;
+mod latency;
 mod matcher;
 mod overlay;
 mod replay;
@@ -34,6 +36,7 @@ use serde::Serialize;
 
 pub use self::backoff::delay_for_attempt;
 pub use self::breaker::{BreakerConfig, BreakerState};
+pub use self::latency::LatencySnapshot;
 pub use self::matcher::Matcher;
 use self::supervisor::Supervisor;
 use crate::event::Position;
@@ -76,6 +79,19 @@ pub struct PluginSettings {
     pub concurrency: Option<usize>,
     pub config: BTreeMap<String, String>,
     pub grants: Grants,
+    pub ordering: OrderingMode,
+}
+
+/// What a partition does while one of its events is being retried.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OrderingMode {
+    /// The partition waits: events are handled strictly in offset order.
+    #[default]
+    Strict,
+    /// The failing event is set aside for its retries while later events
+    /// flow: a retried event is handled after events that came after it.
+    NonBlocking,
 }
 
 /// A plugin version as deployed: the loaded component plus its settings and
@@ -84,13 +100,21 @@ pub struct PluginSettings {
 pub struct Deployment {
     pub plugin: Arc<LoadedPlugin>,
     pub settings: PluginSettings,
-    /// Monotonically increasing per daemon; recorded in dead letters.
+    /// Monotonically increasing per data directory (the loader keeps the last
+    /// one on disk); recorded in dead letters.
     pub load_number: u64,
 }
 
 impl Deployment {
     pub fn name(&self) -> &str {
         &self.plugin.info.name
+    }
+
+    /// The plugin's version and this deployment's load number, as recorded in
+    /// dead letters: `1.2.0 (load 7)`. The plugin's own version alone does not
+    /// tell two builds, or two sidecars, apart; the load number does.
+    pub fn version_label(&self) -> String {
+        format!("{} (load {})", self.plugin.info.version, self.load_number)
     }
 
     pub fn subscriptions(&self) -> &[Subscription] {
@@ -135,6 +159,8 @@ pub struct PluginStatus {
     pub failed: u64,
     pub dead_lettered: u64,
     pub last_error: Option<String>,
+    /// Durations of the plugin's calls (successful or not).
+    pub call_latency: LatencySnapshot,
     pub lag: u64,
     pub partitions: Vec<PartitionLag>,
 }

@@ -84,7 +84,7 @@ pub(super) async fn replay(
                 .commit(ConsumerCommit {
                     group: dl.group.clone(),
                     dead_letter: Some(DeadLetterRecord {
-                        plugin_version: deployment.plugin.info.version.clone(),
+                        plugin_version: deployment.version_label(),
                         plugin_digest: deployment.plugin.digest.clone(),
                         kind,
                         message: message.clone(),

@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 
 use super::breaker::{Breaker, BreakerState};
 use super::consumer::{self, ConsumerCtx};
+use super::latency::CallLatency;
 use super::matcher::Matcher;
 use super::{Deployment, DispatchConfig, DispatchEvent, PartitionLag, PluginStatus, RunState};
 use crate::log::EventLog;
@@ -24,15 +25,29 @@ pub(super) struct PluginShared {
     pub failed: AtomicU64,
     pub dead_lettered: AtomicU64,
     pub last_error: Mutex<Option<String>>,
+    pub latency: CallLatency,
     /// Held by a consumer from its batch's first call until the batch is
     /// committed when the plugin may use state, so that consumers of different
     /// partitions never read state another batch is about to change.
     pub state_lock: tokio::sync::Mutex<()>,
-    pub concurrency: Option<Arc<Semaphore>>,
+    /// Bounds the partitions worked on at once; replaced when a new version
+    /// changes `concurrency` (permits of the old one run out with their batches).
+    concurrency: Mutex<Option<Arc<Semaphore>>>,
     pub events: broadcast::Sender<DispatchEvent>,
 }
 
+fn semaphore(concurrency: Option<usize>) -> Option<Arc<Semaphore>> {
+    concurrency.map(|n| Arc::new(Semaphore::new(n.max(1))))
+}
+
 impl PluginShared {
+    pub fn concurrency(&self) -> Option<Arc<Semaphore>> {
+        self.concurrency
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     pub fn set_error(&self, message: String) {
         *self
             .last_error
@@ -103,11 +118,9 @@ impl Supervisor {
             failed: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
             last_error: Mutex::new(None),
+            latency: CallLatency::default(),
             state_lock: tokio::sync::Mutex::new(()),
-            concurrency: deployment
-                .settings
-                .concurrency
-                .map(|n| Arc::new(Semaphore::new(n.max(1)))),
+            concurrency: Mutex::new(semaphore(deployment.settings.concurrency)),
             events,
         });
         let (current_tx, current_rx) = watch::channel(compile(deployment));
@@ -136,6 +149,15 @@ impl Supervisor {
 
     /// Swaps in a new version; consumers pick it up between batches.
     pub fn replace(&self, deployment: Deployment) {
+        let limit = deployment.settings.concurrency;
+        if self.current().settings.concurrency != limit {
+            *self
+                .handle
+                .shared
+                .concurrency
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = semaphore(limit);
+        }
         self.handle.current_tx.send_replace(compile(deployment));
     }
 
@@ -215,6 +237,7 @@ impl SupervisorHandle {
             processed: self.shared.processed.load(Ordering::Relaxed),
             failed: self.shared.failed.load(Ordering::Relaxed),
             dead_lettered: self.shared.dead_lettered.load(Ordering::Relaxed),
+            call_latency: self.shared.latency.snapshot(),
             last_error: self
                 .shared
                 .last_error

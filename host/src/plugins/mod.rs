@@ -1,12 +1,16 @@
 //! The plugin directory: a plugin is `NAME.wasm` plus an optional operator
 //! sidecar `NAME.toml`. [`load`] turns one file (and its sidecar) into a
-//! [`Deployment`] or a clear error; [`Loader`] deploys it to the dispatcher and
-//! remembers failures for `GET /v1/plugins`. Startup and the directory watcher
-//! go through the same [`Loader::deploy_file`].
+//! [`Deployment`] or a clear error; [`Loader`] deploys it to the dispatcher,
+//! numbers the versions, and remembers failures for `GET /v1/plugins`. Startup
+//! and the directory watcher go through the same [`Loader`] calls.
 //!
 //! - `sidecar`: the sidecar format (README, section "Plugin sidecar").
+//! - `watcher`: notify events → debounced, settled reloads and removals.
+//! - `numbers`: the load-number counter, persisted in the data directory.
 
+mod numbers;
 pub mod sidecar;
+pub mod watcher;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,7 +19,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Serialize;
 
+use self::numbers::LoadNumbers;
 pub use self::sidecar::Sidecar;
+pub use self::watcher::{DirWatcher, WatchConfig, WatchError};
 use crate::dispatch::{Deployment, Dispatcher};
 use crate::runtime::{LoadError, Runtime};
 
@@ -34,6 +40,8 @@ pub enum PluginError {
     },
     #[error("loading {path} did not finish: {message}")]
     Aborted { path: String, message: String },
+    #[error("cannot record the load number in {path}: {message}")]
+    LoadNumber { path: String, message: String },
 }
 
 /// The sidecar that belongs to `wasm`: same stem, `.toml`.
@@ -96,105 +104,281 @@ pub struct FailedLoad {
     pub error: String,
     /// RFC 3339.
     pub at: String,
+    /// The plugin name this file was refused for because another file runs it.
+    #[serde(skip)]
+    pub blocked_by: Option<String>,
+}
+
+/// The version of a plugin that is running, as the loader knows it.
+#[derive(Debug, Clone)]
+struct Running {
+    file: PathBuf,
+    load_number: u64,
+    digest: String,
 }
 
 /// Deploys plugin files to the dispatcher and keeps the record of what failed.
+///
+/// Callers serialise operations on one file (startup runs before the watcher,
+/// the watcher handles one file at a time); the loader itself is safe to share.
 pub struct Loader {
     runtime: Arc<Runtime>,
     dispatcher: Arc<Dispatcher>,
-    next_load: AtomicU64,
-    /// Plugin name → the file it was loaded from; two files may not claim one name.
-    files: Mutex<BTreeMap<String, PathBuf>>,
-    /// File stem → the last failure, cleared by a later successful load.
+    numbers: Arc<LoadNumbers>,
+    /// Plugin name → the file it runs from; two files may not claim one name.
+    running: Mutex<BTreeMap<String, Running>>,
+    /// File stem → the last failure, cleared by a later successful load or by
+    /// the file's removal.
     failures: Mutex<BTreeMap<String, FailedLoad>>,
     loads: AtomicU64,
     load_failures: AtomicU64,
 }
 
+fn stem_of(wasm: &Path) -> String {
+    wasm.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+impl PluginError {
+    /// Whether the error says the file is still being written (a copy in
+    /// progress) rather than that it is wrong: such a failure is retried
+    /// before it is reported.
+    pub fn is_incomplete(&self) -> bool {
+        matches!(self, PluginError::Load(LoadError::Truncated { .. }))
+    }
+}
+
 impl Loader {
+    /// A loader whose load numbers start at 1 and are not remembered across
+    /// restarts; see [`Loader::with_load_numbers`].
     pub fn new(runtime: Arc<Runtime>, dispatcher: Arc<Dispatcher>) -> Self {
         Loader {
             runtime,
             dispatcher,
-            next_load: AtomicU64::new(1),
-            files: Mutex::default(),
+            numbers: Arc::new(LoadNumbers::in_memory()),
+            running: Mutex::default(),
             failures: Mutex::default(),
             loads: AtomicU64::new(0),
             load_failures: AtomicU64::new(0),
         }
     }
 
+    /// Keeps the last load number in `file`, so load numbers keep increasing
+    /// across restarts (they are recorded in dead letters, which outlive the
+    /// process). On error the numbering stays as it was.
+    pub fn use_load_number_file(&mut self, file: &Path) -> std::io::Result<()> {
+        self.numbers = Arc::new(LoadNumbers::open(file)?);
+        Ok(())
+    }
+
     /// Loads `wasm` (with its sidecar) and deploys it, replacing a running version of the
     /// same plugin. A failure is logged, recorded for `GET /v1/plugins` and returned; a
     /// running version, if any, keeps running.
     pub async fn deploy_file(&self, wasm: &Path) -> Result<Deployment, PluginError> {
-        let stem = wasm
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let result = self.load_checked(wasm).await;
-        match &result {
-            Ok(deployment) => {
-                self.loads.fetch_add(1, Ordering::Relaxed);
-                self.dispatcher.deploy(deployment.clone());
-                self.files
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(deployment.name().to_owned(), wasm.to_owned());
-                self.failures
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .remove(&stem);
-                let info = &deployment.plugin.info;
-                tracing::info!(
-                    plugin = %info.name,
-                    version = %info.version,
-                    digest = %deployment.plugin.digest,
-                    file = %wasm.display(),
-                    "plugin deployed"
-                );
-            }
-            Err(e) => {
-                self.load_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(file = %wasm.display(), error = %e, "plugin not loaded");
-                self.failures
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(
-                        stem.clone(),
-                        FailedLoad {
-                            name: stem,
-                            file: wasm.display().to_string(),
-                            error: e.to_string(),
-                            at: crate::event::now_rfc3339(),
-                        },
-                    );
-            }
+        let result = match self.load(wasm).await {
+            Ok(deployment) => self.deploy(wasm, deployment).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &result {
+            self.record_failure(wasm, e);
         }
         result
     }
 
-    async fn load_checked(&self, wasm: &Path) -> Result<Deployment, PluginError> {
+    /// Loads and checks `wasm` and its sidecar, and gives the result a load
+    /// number; deploys nothing and records nothing. Compiles on a blocking thread.
+    pub async fn load(&self, wasm: &Path) -> Result<Deployment, PluginError> {
         let runtime = self.runtime.clone();
+        let numbers = self.numbers.clone();
         let path = wasm.to_owned();
-        let load_number = self.next_load.fetch_add(1, Ordering::Relaxed);
-        let deployment = tokio::task::spawn_blocking(move || load(&runtime, &path, load_number))
-            .await
-            .map_err(|e| PluginError::Aborted {
-                path: wasm.display().to_string(),
+        tokio::task::spawn_blocking(move || {
+            let mut deployment = load(&runtime, &path, 0)?;
+            deployment.load_number = numbers.next().map_err(|e| PluginError::LoadNumber {
+                path: numbers.describe(),
                 message: e.to_string(),
-            })??;
-        let files = self.files.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(other) = files.get(deployment.name())
-            && other != wasm
-        {
-            return Err(PluginError::DuplicateName {
-                path: wasm.display().to_string(),
-                name: deployment.name().to_owned(),
-                other: other.display().to_string(),
-            });
+            })?;
+            Ok(deployment)
+        })
+        .await
+        .map_err(|e| PluginError::Aborted {
+            path: wasm.display().to_string(),
+            message: e.to_string(),
+        })?
+    }
+
+    /// Deploys a loaded version of `wasm`: a plugin of that name is started or
+    /// its running version swapped between batches. If the file used to hold a
+    /// plugin of another name, that one is stopped.
+    pub async fn deploy(
+        &self,
+        wasm: &Path,
+        deployment: Deployment,
+    ) -> Result<Deployment, PluginError> {
+        let name = deployment.name().to_owned();
+        let (replaced, renamed) = {
+            let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(other) = running.get(&name)
+                && other.file != wasm
+            {
+                return Err(PluginError::DuplicateName {
+                    path: wasm.display().to_string(),
+                    name,
+                    other: other.file.display().to_string(),
+                });
+            }
+            let renamed: Vec<String> = running
+                .iter()
+                .filter(|(n, r)| r.file == wasm && **n != name)
+                .map(|(n, _)| n.clone())
+                .collect();
+            (running.get(&name).cloned(), renamed)
+        };
+        for old in renamed {
+            tracing::info!(plugin = %old, file = %wasm.display(), now = %name, "the file now holds another plugin; stopping the old one");
+            self.stop(&old).await;
+        }
+        self.dispatcher.deploy(deployment.clone());
+        self.loads.fetch_add(1, Ordering::Relaxed);
+        self.running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
+                name.clone(),
+                Running {
+                    file: wasm.to_owned(),
+                    load_number: deployment.load_number,
+                    digest: deployment.plugin.digest.clone(),
+                },
+            );
+        self.failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&stem_of(wasm));
+        let plugin = &deployment.plugin;
+        match replaced {
+            Some(old) => tracing::info!(
+                plugin = %name,
+                version = %plugin.info.version,
+                load_number = deployment.load_number,
+                digest = %plugin.digest,
+                origin = ?plugin.origin,
+                load_ms = plugin.load_time.as_secs_f64() * 1e3,
+                replaces_load = old.load_number,
+                replaces_digest = %old.digest,
+                file = %wasm.display(),
+                "plugin reloaded; the new version takes over between batches"
+            ),
+            None => tracing::info!(
+                plugin = %name,
+                version = %plugin.info.version,
+                load_number = deployment.load_number,
+                digest = %plugin.digest,
+                origin = ?plugin.origin,
+                load_ms = plugin.load_time.as_secs_f64() * 1e3,
+                file = %wasm.display(),
+                "plugin deployed"
+            ),
         }
         Ok(deployment)
+    }
+
+    /// Records a failed load of `wasm` for `GET /v1/plugins`, the log and the
+    /// metrics. A running version of the plugin is not touched.
+    pub fn record_failure(&self, wasm: &Path, error: &PluginError) {
+        self.load_failures.fetch_add(1, Ordering::Relaxed);
+        let stem = stem_of(wasm);
+        let serving = self
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .find(|r| r.file == wasm)
+            .map(|r| r.load_number);
+        match serving {
+            Some(n) => {
+                tracing::error!(file = %wasm.display(), error = %error, "plugin not reloaded; load {n} keeps running")
+            }
+            None => tracing::error!(file = %wasm.display(), error = %error, "plugin not loaded"),
+        }
+        self.failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
+                stem.clone(),
+                FailedLoad {
+                    name: stem,
+                    file: wasm.display().to_string(),
+                    error: error.to_string(),
+                    at: crate::event::now_rfc3339(),
+                    blocked_by: match error {
+                        PluginError::DuplicateName { name, .. } => Some(name.clone()),
+                        _ => None,
+                    },
+                },
+            );
+    }
+
+    /// The file is gone: stops the plugin(s) running from it (offsets, state and
+    /// dead letters stay, so re-adding the file resumes where it stopped) and
+    /// forgets its failure. Returns the names stopped.
+    pub async fn remove_file(&self, wasm: &Path) -> Vec<String> {
+        self.failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&stem_of(wasm));
+        let names: Vec<String> = self
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|(_, r)| r.file == wasm)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in &names {
+            self.stop(name).await;
+            tracing::info!(plugin = %name, file = %wasm.display(), "plugin file removed; plugin stopped (offsets, state and dead letters are kept)");
+        }
+        names
+    }
+
+    async fn stop(&self, name: &str) {
+        self.dispatcher.remove(name).await;
+        self.running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name);
+    }
+
+    /// The name of the plugin running from `wasm`, if any.
+    pub fn running_from(&self, wasm: &Path) -> Option<String> {
+        self.running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .find(|(_, r)| r.file == wasm)
+            .map(|(n, _)| n.clone())
+    }
+
+    /// The files that run a plugin.
+    pub fn running_files(&self) -> Vec<PathBuf> {
+        self.running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .map(|r| r.file.clone())
+            .collect()
+    }
+
+    /// Files that were refused because `name` ran from another file.
+    pub fn blocked_by(&self, name: &str) -> Vec<PathBuf> {
+        self.failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .filter(|f| f.blocked_by.as_deref() == Some(name))
+            .map(|f| PathBuf::from(&f.file))
+            .collect()
     }
 
     /// Files that failed to load, by stem.
@@ -207,7 +391,8 @@ impl Loader {
             .collect()
     }
 
-    /// Successful loads and failed ones since start, for `/metrics`.
+    /// Successful loads and failed ones since start (both at startup and on
+    /// reloads), for `/metrics`.
     pub fn load_counts(&self) -> (u64, u64) {
         (
             self.loads.load(Ordering::Relaxed),

@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::config::{ByteSize, HumanDuration};
-use crate::dispatch::PluginSettings;
+use crate::dispatch::{OrderingMode, PluginSettings};
 use crate::runtime::{Grants, Limits, RetryPolicy, Subscription};
 
 /// A parsed sidecar, before it is combined with what the plugin describes.
@@ -23,6 +23,8 @@ pub struct Sidecar {
     memory: Option<ByteSize>,
     fuel: Option<u64>,
     concurrency: Option<usize>,
+    /// `strict` (default) or `non-blocking`.
+    ordering: Option<OrderingMode>,
     #[serde(default)]
     config: BTreeMap<String, toml::Value>,
     #[serde(default)]
@@ -165,6 +167,7 @@ impl Sidecar {
             concurrency: self.concurrency,
             config,
             grants,
+            ordering: self.ordering.unwrap_or_default(),
         })
     }
 }

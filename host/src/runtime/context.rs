@@ -17,6 +17,7 @@ use crate::event::StoredEvent;
 /// What a store needs to know about the plugin it runs.
 pub struct PluginScope {
     pub name: String,
+    pub version: String,
     pub grants: Grants,
     /// Operator-supplied settings, served by the `config` import.
     pub config: BTreeMap<String, String>,

@@ -13,6 +13,7 @@ use wasmtime::{Engine, Store, Trap};
 
 use super::bindings::{self, HandlerError, Plugin};
 use super::context::{CallState, CurrentCall, PluginScope, new_store};
+use super::loader::Code;
 use super::{Effects, InstanceSettings, Limits, LoadedPlugin, Runtime};
 use crate::event::StoredEvent;
 
@@ -93,6 +94,7 @@ impl Instance {
     ) -> Self {
         let scope = Arc::new(PluginScope {
             name: plugin.info.name.clone(),
+            version: plugin.info.version.clone(),
             grants: settings.grants,
             config: settings.config,
             state: settings.state,
@@ -142,6 +144,9 @@ impl Instance {
     }
 
     fn call_inner(&mut self, event: &Arc<StoredEvent>, attempt: u32) -> Result<Effects, Failure> {
+        if let Code::Native(handler) = &self.plugin.code {
+            return handler(event, attempt);
+        }
         let live = match self.live.take() {
             Some(live) => live,
             None => self.instantiate()?,
@@ -185,7 +190,10 @@ impl Instance {
         let mut store = new_store(&self.engine, self.scope.clone(), self.limits.memory);
         // Instantiation runs guest code (start functions), so it is limited too.
         arm(&mut store, &self.limits);
-        match self.plugin.pre.instantiate(&mut store) {
+        let Code::Wasm(pre) = &self.plugin.code else {
+            return Err(Failure::Host("a native plugin has no instance".into()));
+        };
+        match pre.instantiate(&mut store) {
             Ok(bindings) => Ok(Live { store, bindings }),
             Err(e) => {
                 let stderr = end_output(store.data_mut());

@@ -12,10 +12,12 @@ use sha2::{Digest, Sha256};
 use wasmtime::Store;
 use wasmtime::component::Component;
 
+use super::Effects;
 use super::Runtime;
 use super::bindings::{self, PluginPre};
 use super::context::{CallState, PluginScope, new_store};
 use super::instance::{Failure, arm, classify};
+use crate::event::StoredEvent;
 
 /// The world every plugin must target.
 pub const WORLD: &str = "evhost:plugin/plugin@0.1.0";
@@ -168,7 +170,39 @@ pub struct LoadedPlugin {
     pub load_time: Duration,
     /// The component's import names, for `evhost check`.
     pub imports: Vec<String>,
-    pub(super) pre: PluginPre<CallState>,
+    pub(super) code: Code,
+}
+
+/// What runs a plugin's calls.
+pub(super) enum Code {
+    /// The component, prepared once.
+    Wasm(PluginPre<CallState>),
+    /// A host function standing in for a component (see [`LoadedPlugin::native`]).
+    Native(NativeHandler),
+}
+
+/// A handler written in Rust and run in the host, without a sandbox.
+pub type NativeHandler = Arc<dyn Fn(&StoredEvent, u32) -> Result<Effects, Failure> + Send + Sync>;
+
+impl LoadedPlugin {
+    /// A plugin whose calls run `handler` natively instead of a component —
+    /// for benchmarks and tests that compare the Wasm boundary with plain
+    /// Rust in the same dispatch pipeline. It has no sandbox and no limits.
+    pub fn native(info: PluginInfo, handler: NativeHandler) -> Arc<Self> {
+        let digest = hex::encode(Sha256::digest(format!(
+            "native:{}:{}",
+            info.name, info.version
+        )));
+        Arc::new(LoadedPlugin {
+            info,
+            digest,
+            size: 0,
+            origin: Origin::Compiled,
+            load_time: Duration::ZERO,
+            imports: Vec::new(),
+            code: Code::Native(handler),
+        })
+    }
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -267,7 +301,7 @@ impl Runtime {
             origin,
             load_time: started.elapsed(),
             imports,
-            pre,
+            code: Code::Wasm(pre),
         }))
     }
 
@@ -276,6 +310,7 @@ impl Runtime {
         let limits = &self.config.describe_limits;
         let scope = Arc::new(PluginScope {
             name: String::from("(loading)"),
+            version: String::new(),
             grants: Default::default(),
             config: Default::default(),
             state: Arc::new(super::MemoryState::default()),

@@ -28,7 +28,9 @@ use wasmtime::{Config, Engine};
 use self::cache::Cache;
 use self::context::CallState;
 pub use self::instance::{CallError, Failure, Instance};
-pub use self::loader::{LoadError, LoadedPlugin, Origin, PluginInfo, RetryPolicy, Subscription};
+pub use self::loader::{
+    LoadError, LoadedPlugin, NativeHandler, Origin, PluginInfo, RetryPolicy, Subscription,
+};
 pub use self::state::{MemoryState, StateStore};
 use crate::event::Event;
 

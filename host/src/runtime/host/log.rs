@@ -9,12 +9,14 @@ const MAX_FIELDS: usize = 32;
 
 impl Host for CallState {
     fn log(&mut self, level: Level, message: String, fields: Vec<(String, String)>) {
+        // The call's identity rides on every line, so plugin logs can be tied to
+        // events and flows without a per-call tracing span (which would cost a
+        // noticeable share of a ~2 µs call).
         let plugin = self.scope.name.as_str();
-        let event_id = self
-            .current
-            .as_ref()
-            .map(|c| c.event.event.id.as_str())
-            .unwrap_or("");
+        let version = self.scope.version.as_str();
+        let event = self.current.as_ref().map(|c| &c.event.event);
+        let event_id = event.map_or("", |e| e.id.as_str());
+        let correlation_id = event.map_or("", |e| e.correlationid.as_str());
         let fields: Vec<String> = fields
             .iter()
             .take(MAX_FIELDS)
@@ -23,7 +25,7 @@ impl Host for CallState {
         let fields = fields.join(" ");
         macro_rules! emit {
             ($lvl:ident) => {
-                tracing::$lvl!(target: "evhost::plugin", plugin, event_id, fields = %fields, "{message}")
+                tracing::$lvl!(target: "evhost::plugin", plugin, version, event_id, correlation_id, fields = %fields, "{message}")
             };
         }
         match level {

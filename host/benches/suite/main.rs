@@ -1,0 +1,235 @@
+//! The benchmark suite: evhost against NATS JetStream and against native code,
+//! side by side in one run, one table on stdout plus a JSON file.
+//!
+//! `cargo bench -p evhost --bench suite` — see `BENCHMARKS.md` for what each
+//! number means. Options (after `--`): `--quick` (shorter runs, for a smoke
+//! test), `--secs S` (seconds per throughput/latency run, default 5),
+//! `--only publish,dispatch,latency,startup,reload,calls`, `--json PATH`
+//! (default `target/benchmarks/latest.json`).
+//!
+//! Scenarios that run in-process (library publish, the JetStream client,
+//! dispatch, per-call cost) run in a child process of this binary each
+//! (`--child ...`), so each starts from a clean heap and reports its own peak
+//! RSS; daemon scenarios read the daemon's `VmHWM`.
+//!
+//! # Layout
+//! - `daemon`: start/stop `evhost run`, its startup time and peak RSS, HTTP helpers.
+//! - `publish`: durable publish over HTTP, through the library, to JetStream.
+//! - `dispatch`: Wasm vs native handler through the same dispatch pipeline.
+//! - `latency`: publish → handler call at a fixed rate, through the daemon.
+//! - `startup`: daemon start with 20 plugins, cold and from the cache.
+//! - `hot_reload`: runs `benches/reload.rs` and reads its table.
+//! - `report`: the table and the JSON file.
+
+#[path = "../../../tests/support/mod.rs"]
+mod support;
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod daemon;
+mod dispatch;
+mod hot_reload;
+mod latency;
+mod publish;
+mod report;
+mod startup;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+/// A temp dir under cargo's target tmp dir (same disk as the build, not tmpfs).
+pub fn scratch_dir() -> tempfile::TempDir {
+    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    std::fs::create_dir_all(&base).expect("target tmp dir");
+    tempfile::Builder::new()
+        .prefix("evhost-bench-")
+        .tempdir_in(base)
+        .expect("scratch dir")
+}
+
+struct Options {
+    secs: f64,
+    dispatch_events: u64,
+    calls: usize,
+    swaps: usize,
+    only: Option<Vec<String>>,
+    json: PathBuf,
+}
+
+impl Options {
+    fn parse(args: &[String]) -> Options {
+        let value = |name: &str| {
+            args.iter()
+                .position(|a| a == name)
+                .and_then(|i| args.get(i + 1))
+                .cloned()
+        };
+        let quick = args.iter().any(|a| a == "--quick");
+        Options {
+            secs: value("--secs")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(if quick { 1.0 } else { 5.0 }),
+            dispatch_events: if quick { 20_000 } else { 100_000 },
+            calls: if quick { 10_000 } else { 100_000 },
+            swaps: if quick { 4 } else { 10 },
+            only: value("--only").map(|s| s.split(',').map(str::to_owned).collect()),
+            json: value("--json").map(PathBuf::from).unwrap_or_else(|| {
+                support::workspace_root()
+                    .join("target")
+                    .join("benchmarks")
+                    .join("latest.json")
+            }),
+        }
+    }
+
+    fn wants(&self, part: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|o| o.iter().any(|p| p == part))
+    }
+}
+
+/// Runs `--child ARGS` of this binary and returns the JSON it reports.
+fn child(args: &[&str]) -> Value {
+    let exe = std::env::current_exe().expect("own path");
+    let out = Command::new(exe)
+        .arg("--child")
+        .args(args)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("child runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().rev().find_map(|l| l.strip_prefix("RESULT "));
+    match (out.status.success(), line) {
+        (true, Some(line)) => serde_json::from_str(line).expect("child JSON"),
+        _ => json!({"error": format!("child {args:?} failed: {} {stdout}", out.status)}),
+    }
+}
+
+fn run_child(args: &[String]) {
+    let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or_default();
+    let secs: f64 = args
+        .iter()
+        .position(|a| a == "--secs")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5.0);
+    let result = match arg(0) {
+        "publish-library" => publish::library(secs),
+        "publish-nats" => publish::nats(secs),
+        "dispatch" => dispatch::run(
+            arg(1),
+            arg(2),
+            arg(3).parse().expect("partitions"),
+            arg(4).parse().expect("events"),
+        ),
+        "calls" => {
+            let n: usize = arg(1).parse().expect("calls");
+            let c = common::calls::measure(&support::plugin("faulty"), n, n);
+            let us = |s: &common::Samples, q| s.pct(q).as_secs_f64() * 1e6;
+            json!({
+                "component_bytes": c.component_bytes,
+                "live_median_us": us(&c.live, 0.5),
+                "live_p99_us": us(&c.live, 0.99),
+                "live_calls": c.live.len(),
+                "fresh_median_us": us(&c.fresh, 0.5),
+                "fresh_p99_us": us(&c.fresh, 0.99),
+                "fresh_calls": c.fresh.len(),
+                "load_compiled_median_ms": c.load_compiled.pct(0.5).as_secs_f64() * 1e3,
+                "load_cached_median_ms": c.load_cached.pct(0.5).as_secs_f64() * 1e3,
+                "peak_rss": common::own_peak_rss(),
+            })
+        }
+        other => panic!("unknown child scenario {other:?}"),
+    };
+    println!("RESULT {result}");
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; unknown arguments are ignored.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(i) = args.iter().position(|a| a == "--child") {
+        run_child(&args[i + 1..]);
+        return;
+    }
+    let opts = Options::parse(&args);
+    // Build the plugins before any clock starts.
+    support::plugin("bench-parse");
+    let started = Instant::now();
+    let machine = report::machine();
+    eprintln!("evhost benchmark suite on {}", machine["summary"].as_str().unwrap_or("?"));
+    let secs = opts.secs.to_string();
+    let mut results = serde_json::Map::new();
+    let mut step = |name: &str, f: &mut dyn FnMut() -> Value| {
+        eprintln!("[{:>5.1} s] {name} ...", started.elapsed().as_secs_f64());
+        let v = f();
+        results.insert(name.to_owned(), v);
+    };
+
+    if opts.wants("calls") {
+        let calls = opts.calls.to_string();
+        step("calls", &mut || child(&["calls", &calls]));
+    }
+    if opts.wants("publish") {
+        step("publish_http", &mut || publish::http(opts.secs));
+        step("publish_library", &mut || {
+            child(&["publish-library", "--secs", &secs])
+        });
+        step("publish_jetstream", &mut || {
+            child(&["publish-nats", "--secs", &secs])
+        });
+    }
+    if opts.wants("dispatch") {
+        let events = opts.dispatch_events.to_string();
+        let configs = [("parse", "1"), ("parse", "4"), ("echo", "4")];
+        for (i, (mode, partitions)) in configs.into_iter().enumerate() {
+            // Alternate the order so neither side always runs second.
+            let kinds = if i % 2 == 0 { ["native", "wasm"] } else { ["wasm", "native"] };
+            for kind in kinds {
+                let name = format!("dispatch_{kind}_{mode}_p{partitions}");
+                step(&name, &mut || {
+                    child(&["dispatch", kind, mode, partitions, &events])
+                });
+            }
+        }
+    }
+    if opts.wants("latency") {
+        for rate in [5_000, 10_000] {
+            step(&format!("latency_{rate}"), &mut || latency::run(rate, opts.secs));
+        }
+    }
+    if opts.wants("startup") {
+        step("startup", &mut startup::run);
+    }
+    if opts.wants("reload") {
+        step("reload", &mut || hot_reload::run(opts.swaps));
+    }
+
+    let total = started.elapsed().as_secs_f64();
+    let rows = report::rows(&results);
+    println!();
+    println!("{}", machine["summary"].as_str().unwrap_or("?"));
+    println!("{}", report::table(&rows));
+    let doc = json!({
+        "machine": machine,
+        "load_after": report::loadavg(),
+        "total_secs": total,
+        "options": {"secs": opts.secs, "dispatch_events": opts.dispatch_events,
+                    "calls": opts.calls, "reload_swaps": opts.swaps},
+        "rows": rows,
+        "results": results,
+    });
+    if let Some(parent) = opts.json.parent() {
+        std::fs::create_dir_all(parent).expect("json dir");
+    }
+    std::fs::write(&opts.json, serde_json::to_string_pretty(&doc).expect("json"))
+        .expect("write json");
+    println!(
+        "\n{total:.0} s in all; JSON: {}",
+        opts.json.display()
+    );
+}
