@@ -519,6 +519,7 @@ enum Verdict {
 /// counts every call (the handler sees it as `attempt`); a failed breaker
 /// probe does not count, since it says the plugin is still down, not that
 /// this event is bad.
+#[allow(clippy::too_many_arguments)] // one call site shape per mode; a struct would only rename them
 fn judge(
     ctx: &ConsumerCtx,
     d: &Deployment,
