@@ -377,3 +377,52 @@ fn sigterm_during_load_exits_0_and_every_acknowledged_event_survives_a_restart()
     );
     d.stop();
 }
+
+#[test]
+fn an_emitted_event_violating_its_schema_parks_the_call_and_emits_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = plugin_dir(dir.path(), &[("welcome", WELCOME_SIDECAR)]);
+    let d = Daemon::start(
+        &dir.path().join("data"),
+        Options {
+            plugins: Some(plugins),
+            ..Options::default()
+        },
+    );
+    // welcome's notification has no `priority`: the schema makes it invalid.
+    let schema = json!({
+        "type": "object",
+        "required": ["to", "priority"],
+    });
+    let (status, body) = d.request(
+        "PUT",
+        "/v1/schemas/notification.requested/1",
+        &[("content-type", "application/json")],
+        Some(schema.to_string().as_bytes()),
+    );
+    assert!(status == 200 || status == 201, "{status} {body}");
+    let (status, _) = d.publish(&event(
+        "user.created",
+        json!({"email": "ada@example.com", "name": "Ada"}),
+    ));
+    assert_eq!(status, 201);
+
+    let mut list = Value::Null;
+    assert!(wait_for(Duration::from_secs(30), || {
+        list = d.get("/v1/dlq?plugin=welcome").1;
+        list["dead_letters"]
+            .as_array()
+            .is_some_and(|l| !l.is_empty())
+    }));
+    let dl = &list["dead_letters"][0];
+    assert_eq!(dl["error_kind"], "rejected");
+    let message = dl["message"].as_str().unwrap();
+    assert!(
+        message.contains("emitted event refused") && message.contains("priority"),
+        "{message}"
+    );
+    assert!(
+        d.read_all("notification-events", 0).is_empty(),
+        "the invalid emit was committed"
+    );
+}

@@ -29,7 +29,7 @@ use self::metrics::Metrics;
 use self::schemas::{SchemaError, SchemaRegistry};
 use crate::api::{self, ApiState};
 use crate::config::Config;
-use crate::dispatch::{DispatchConfig, Dispatcher};
+use crate::dispatch::{DispatchConfig, Dispatcher, EmitCheck};
 use crate::log::{EventLog, LogConfig, LogError, RedbLog};
 use crate::plugins::{self, DirWatcher, Loader, WatchConfig};
 use crate::runtime::{Runtime, RuntimeConfig, RuntimeError};
@@ -111,15 +111,21 @@ pub async fn run(
         max_event_bytes: config.log.max_event_bytes,
         ..RuntimeConfig::default()
     })?);
+    let schemas = Arc::new(SchemaRegistry::open(&data.join("schemas"))?);
+    // Events plugins emit are held to the same schemas as published ones.
+    let registry = schemas.clone();
+    let emit_check = EmitCheck(Arc::new(move |event: &crate::event::Event| {
+        registry.validate(event).map_err(|v| v.to_string())
+    }));
     let dispatcher = Dispatcher::new(
         log.clone(),
         runtime.clone(),
         DispatchConfig {
             batch_size: config.dispatch.batch_size,
+            emit_check: Some(emit_check),
             ..DispatchConfig::default()
         },
     );
-    let schemas = Arc::new(SchemaRegistry::open(&data.join("schemas"))?);
     let mut loader = Loader::new(runtime.clone(), dispatcher.clone());
     let numbers = data.join("plugin-load-number");
     if let Err(e) = loader.use_load_number_file(&numbers) {

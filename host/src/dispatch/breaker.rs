@@ -114,6 +114,18 @@ impl Breaker {
         }
     }
 
+    /// Ends an open breaker's cool-down now, so the next call is the probe.
+    pub fn probe_now(&self) {
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Inner::Open { .. } = *inner {
+            *inner = Inner::Open {
+                until: Instant::now(),
+            };
+            drop(inner);
+            self.changed.notify_waiters();
+        }
+    }
+
     /// Records a call's outcome; `healthy` is false for failures that say
     /// something about the plugin's health (not for rejections).
     /// Returns the new state if it changed.
@@ -189,6 +201,30 @@ mod tests {
             *seen.lock().unwrap(),
             [Open, HalfOpen, Open, HalfOpen, Closed]
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn probe_now_cuts_the_cool_down_short() {
+        let b = Breaker::new(
+            BreakerConfig {
+                failure_threshold: 1,
+                cool_down: Duration::from_secs(3600),
+            },
+            |_| {},
+        );
+        b.record(Admission::Normal, false);
+        let waiter = async {
+            let t0 = Instant::now();
+            let a = b.admit().await;
+            (a, t0.elapsed())
+        };
+        let kick = async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            b.probe_now();
+        };
+        let ((admission, waited), ()) = tokio::join!(waiter, kick);
+        assert_eq!(admission, Admission::Probe);
+        assert!(waited < Duration::from_secs(60), "waited {waited:?}");
     }
 
     #[tokio::test(start_paused = true)]

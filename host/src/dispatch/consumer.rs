@@ -72,7 +72,17 @@ impl Worker {
         let started = std::time::Instant::now();
         let result = self.instance.call(event, attempt);
         shared.latency.record(started.elapsed());
-        result
+        let effects = result?;
+        if let Some(check) = &shared.emit_check {
+            let plugin = &self.deployment.plugin;
+            check.apply(&effects).map_err(|failure| CallError {
+                plugin: plugin.info.name.clone(),
+                version: plugin.info.version.clone(),
+                digest_short: plugin.digest[..12].to_owned(),
+                failure,
+            })?;
+        }
+        Ok(effects)
     }
 
     fn uses_state(&self) -> bool {

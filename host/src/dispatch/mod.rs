@@ -53,6 +53,35 @@ pub struct DispatchConfig {
     /// Retry policy of plugins that declare none.
     pub default_retry: RetryPolicy,
     pub breaker: BreakerConfig,
+    /// Checks every event a plugin emits before its call's effects are
+    /// accepted (the daemon plugs the schema registry in here); a refused emit
+    /// makes the call a rejection, so nothing of it is committed.
+    pub emit_check: Option<EmitCheck>,
+}
+
+/// See [`DispatchConfig::emit_check`]: `Err` carries why the event is refused.
+#[derive(Clone)]
+pub struct EmitCheck(pub Arc<dyn Fn(&crate::event::Event) -> Result<(), String> + Send + Sync>);
+
+impl std::fmt::Debug for EmitCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EmitCheck")
+    }
+}
+
+impl EmitCheck {
+    /// Runs the check over a call's emits, turning a refusal into the call's failure.
+    pub(crate) fn apply(
+        &self,
+        effects: &crate::runtime::Effects,
+    ) -> Result<(), crate::runtime::Failure> {
+        for emit in &effects.emits {
+            (self.0)(&emit.event).map_err(|why| {
+                crate::runtime::Failure::Rejected(format!("emitted event refused: {why}"))
+            })?;
+        }
+        Ok(())
+    }
 }
 
 impl Default for DispatchConfig {
@@ -62,6 +91,7 @@ impl Default for DispatchConfig {
             topic_scan_interval: Duration::from_millis(250),
             default_retry: RetryPolicy::default(),
             breaker: BreakerConfig::default(),
+            emit_check: None,
         }
     }
 }

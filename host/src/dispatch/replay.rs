@@ -50,6 +50,19 @@ pub(super) async fn replay(
         .map_err(|e| {
             DispatchError::PluginNotLoaded(format!("{plugin} (the call thread failed: {e})"))
         })?;
+    // Emits face the same check as in normal dispatch.
+    let result = match (result, &shared.emit_check) {
+        (Ok(effects), Some(check)) => match check.apply(&effects) {
+            Ok(()) => Ok(effects),
+            Err(failure) => Err(crate::runtime::CallError {
+                plugin: plugin.clone(),
+                version: deployment.plugin.info.version.clone(),
+                digest_short: deployment.plugin.digest[..12].to_owned(),
+                failure,
+            }),
+        },
+        (result, _) => result,
+    };
     match result {
         Ok(effects) => {
             let state = effects

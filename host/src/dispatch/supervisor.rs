@@ -25,6 +25,7 @@ pub(super) struct PluginShared {
     pub failed: AtomicU64,
     pub dead_lettered: AtomicU64,
     pub last_error: Mutex<Option<String>>,
+    pub emit_check: Option<super::EmitCheck>,
     pub latency: CallLatency,
     /// Held by a consumer from its batch's first call until the batch is
     /// committed when the plugin may use state, so that consumers of different
@@ -118,6 +119,7 @@ impl Supervisor {
             failed: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
             last_error: Mutex::new(None),
+            emit_check: config.emit_check.clone(),
             latency: CallLatency::default(),
             state_lock: tokio::sync::Mutex::new(()),
             concurrency: Mutex::new(semaphore(deployment.settings.concurrency)),
@@ -159,6 +161,9 @@ impl Supervisor {
                 .unwrap_or_else(PoisonError::into_inner) = semaphore(limit);
         }
         self.handle.current_tx.send_replace(compile(deployment));
+        // A new version may be the fix: an open breaker probes it at once
+        // instead of waiting out the cool-down set for the old one.
+        self.handle.shared.breaker.probe_now();
     }
 
     /// Asks the consumers to stop after their current batch.
