@@ -61,7 +61,10 @@ pub struct DispatchConfig {
 
 /// See [`DispatchConfig::emit_check`]: `Err` carries why the event is refused.
 #[derive(Clone)]
-pub struct EmitCheck(pub Arc<dyn Fn(&crate::event::Event) -> Result<(), String> + Send + Sync>);
+pub struct EmitCheck(pub Arc<EmitCheckFn>);
+
+/// The function behind an [`EmitCheck`].
+pub type EmitCheckFn = dyn Fn(&crate::event::Event) -> Result<(), String> + Send + Sync;
 
 impl std::fmt::Debug for EmitCheck {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
