@@ -120,6 +120,16 @@ fn the_welcome_plugin_reacts_to_a_published_event() {
         })
         .unwrap_or_else(|| panic!("no call latency for welcome in:\n{metrics}"));
     assert!(count.ends_with(" 1"), "{count}");
+    // The log's own group-commit histograms: at least the publish and the
+    // welcome commit were transactions, each with its duration and events.
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("no {name} in:\n{metrics}"))
+    };
+    assert!(value("evhost_log_transaction_seconds_count ") >= 2.0);
+    assert!(value("evhost_log_transaction_events_sum ") >= 2.0);
 }
 
 #[test]

@@ -19,6 +19,7 @@ pub mod config;
 pub mod daemon;
 pub mod dispatch;
 pub mod event;
+pub mod histogram;
 pub mod log;
 pub mod plugins;
 pub mod runtime;

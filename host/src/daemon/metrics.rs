@@ -14,6 +14,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::dispatch::{PluginStatus, RunState};
+use crate::histogram::HistogramSnapshot;
 use crate::log::LogStats;
 
 type Labels = Vec<(&'static str, String)>;
@@ -155,6 +156,26 @@ fn counter(
     Ok(())
 }
 
+fn histogram(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: &[(Labels, &HistogramSnapshot)],
+) -> Result<(), std::fmt::Error> {
+    let h = Histogram::new([1.0]);
+    let mut m = enc.encode_descriptor(name, help, None, h.metric_type())?;
+    for (labels, snapshot) in rows {
+        m.encode_family(labels)?
+            .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                snapshot.sum,
+                snapshot.count,
+                &snapshot.buckets,
+                None,
+            )?;
+    }
+    Ok(())
+}
+
 fn gauge(
     enc: &mut DescriptorEncoder,
     name: &str,
@@ -195,23 +216,17 @@ impl Collector for SnapshotCollector {
             "Events a plugin parked in the dead-letter store",
             &rows(|p| p.dead_lettered),
         )?;
-        let h = prometheus_client::metrics::histogram::Histogram::new([1.0]);
-        let mut m = enc.encode_descriptor(
+        let calls: Vec<(Labels, &HistogramSnapshot)> = s
+            .plugins
+            .iter()
+            .map(|p| (plugin(p), &p.call_latency))
+            .collect();
+        histogram(
+            &mut enc,
             "evhost_plugin_call_seconds",
             "Duration of plugin calls (successful or not)",
-            None,
-            h.metric_type(),
+            &calls,
         )?;
-        for p in &s.plugins {
-            let l = &p.call_latency;
-            m.encode_family(&plugin(p))?
-                .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
-                    l.sum_seconds,
-                    l.count,
-                    &l.buckets,
-                    None,
-                )?;
-        }
         let lag: Vec<(Labels, i64)> = s
             .plugins
             .iter()
@@ -281,7 +296,19 @@ impl Collector for SnapshotCollector {
             "Events in the dead-letter store",
             &[(vec![], s.dead_letters as i64)],
         )?;
-        let log = s.log;
+        let log = &s.log;
+        histogram(
+            &mut enc,
+            "evhost_log_transaction_seconds",
+            "Duration of each committed log write transaction, fsync included",
+            &[(vec![], &log.transaction_seconds)],
+        )?;
+        histogram(
+            &mut enc,
+            "evhost_log_transaction_events",
+            "Events appended per committed log transaction (group commit batch size)",
+            &[(vec![], &log.transaction_events)],
+        )?;
         counter(
             &mut enc,
             "evhost_log_transactions",

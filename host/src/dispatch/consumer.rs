@@ -71,7 +71,7 @@ impl Worker {
     ) -> Result<Effects, CallError> {
         let started = std::time::Instant::now();
         let result = self.instance.call(event, attempt);
-        shared.latency.record(started.elapsed());
+        shared.latency.observe_duration(started.elapsed());
         let effects = result?;
         if let Some(check) = &shared.emit_check {
             let plugin = &self.deployment.plugin;

@@ -9,7 +9,6 @@
 //!
 //! # Layout
 //! - `matcher`: subscription globs → which topics, which event types.
-//! - `latency`: the per-plugin call-latency histogram.
 //! - `backoff`: the retry delay of each attempt.
 //! - `breaker`: the per-plugin circuit breaker.
 //! - `overlay`: the state view of a call: committed state plus the batch's writes.
@@ -20,7 +19,6 @@
 mod backoff;
 mod breaker;
 mod consumer;
-mod latency;
 mod matcher;
 mod overlay;
 mod replay;
@@ -36,7 +34,6 @@ use serde::Serialize;
 
 pub use self::backoff::delay_for_attempt;
 pub use self::breaker::{BreakerConfig, BreakerState};
-pub use self::latency::LatencySnapshot;
 pub use self::matcher::Matcher;
 use self::supervisor::Supervisor;
 use crate::event::Position;
@@ -193,7 +190,7 @@ pub struct PluginStatus {
     pub dead_lettered: u64,
     pub last_error: Option<String>,
     /// Durations of the plugin's calls (successful or not).
-    pub call_latency: LatencySnapshot,
+    pub call_latency: crate::histogram::HistogramSnapshot,
     pub lag: u64,
     pub partitions: Vec<PartitionLag>,
 }

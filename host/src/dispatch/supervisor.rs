@@ -11,9 +11,9 @@ use tokio::task::JoinHandle;
 
 use super::breaker::{Breaker, BreakerState};
 use super::consumer::{self, ConsumerCtx};
-use super::latency::CallLatency;
 use super::matcher::Matcher;
 use super::{Deployment, DispatchConfig, DispatchEvent, PartitionLag, PluginStatus, RunState};
+use crate::histogram::{CALL_SECONDS, Histogram};
 use crate::log::EventLog;
 use crate::runtime::Runtime;
 
@@ -26,7 +26,7 @@ pub(super) struct PluginShared {
     pub dead_lettered: AtomicU64,
     pub last_error: Mutex<Option<String>>,
     pub emit_check: Option<super::EmitCheck>,
-    pub latency: CallLatency,
+    pub latency: Histogram,
     /// Held by a consumer from its batch's first call until the batch is
     /// committed when the plugin may use state, so that consumers of different
     /// partitions never read state another batch is about to change.
@@ -120,7 +120,7 @@ impl Supervisor {
             dead_lettered: AtomicU64::new(0),
             last_error: Mutex::new(None),
             emit_check: config.emit_check.clone(),
-            latency: CallLatency::default(),
+            latency: Histogram::new(CALL_SECONDS),
             state_lock: tokio::sync::Mutex::new(()),
             concurrency: Mutex::new(semaphore(deployment.settings.concurrency)),
             events,

@@ -78,7 +78,7 @@ impl fmt::Debug for Clock {
 }
 
 /// Counters since the log was opened, for `/metrics`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct LogStats {
     /// Write transactions committed (each one fsync'd).
     pub transactions: u64,
@@ -88,4 +88,9 @@ pub struct LogStats {
     pub requests: u64,
     pub events_appended: u64,
     pub duplicates: u64,
+    /// Duration of each committed write transaction, fsync included.
+    pub transaction_seconds: crate::histogram::HistogramSnapshot,
+    /// Events appended (published and emitted) per committed transaction:
+    /// how well group commit batches.
+    pub transaction_events: crate::histogram::HistogramSnapshot,
 }

@@ -34,6 +34,7 @@ use super::{
     TopicConfig, TopicInfo,
 };
 use crate::event::{Position, StoredEvent};
+use crate::histogram::{BATCH_SIZES, COMMIT_SECONDS, Histogram};
 
 /// The redb-backed [`EventLog`].
 ///
@@ -64,13 +65,28 @@ impl Shared {
     }
 }
 
-#[derive(Default)]
 pub(super) struct Counters {
     pub(super) transactions: AtomicU64,
     pub(super) failed_transactions: AtomicU64,
     pub(super) requests: AtomicU64,
     pub(super) events_appended: AtomicU64,
     pub(super) duplicates: AtomicU64,
+    pub(super) transaction_seconds: Histogram,
+    pub(super) transaction_events: Histogram,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            transactions: AtomicU64::new(0),
+            failed_transactions: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            events_appended: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            transaction_seconds: Histogram::new(COMMIT_SECONDS),
+            transaction_events: Histogram::new(BATCH_SIZES),
+        }
+    }
 }
 
 impl RedbLog {
@@ -362,6 +378,8 @@ impl EventLog for RedbLog {
             requests: c.requests.load(Ordering::Relaxed),
             events_appended: c.events_appended.load(Ordering::Relaxed),
             duplicates: c.duplicates.load(Ordering::Relaxed),
+            transaction_seconds: c.transaction_seconds.snapshot(),
+            transaction_events: c.transaction_events.snapshot(),
         }
     }
 }

@@ -250,9 +250,14 @@ impl Writer {
         let now = self.shared.config.clock.now();
         let shared = self.shared.clone();
         let stats = &shared.stats;
+        let started = std::time::Instant::now();
         match self.execute(&mut batch, now) {
             Ok((replies, effects)) => {
                 stats.transactions.fetch_add(1, Ordering::Relaxed);
+                stats
+                    .transaction_seconds
+                    .observe_duration(started.elapsed());
+                stats.transaction_events.observe(effects.events as f64);
                 stats
                     .requests
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
