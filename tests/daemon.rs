@@ -436,3 +436,66 @@ fn an_emitted_event_violating_its_schema_parks_the_call_and_emits_nothing() {
         "the invalid emit was committed"
     );
 }
+
+#[test]
+fn a_plugins_committed_state_can_be_read_through_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = plugin_dir(dir.path(), &[("counter", "[grants]\nstate = true\n")]);
+    let d = Daemon::start(
+        &dir.path().join("data"),
+        Options {
+            plugins: Some(plugins),
+            ..Options::default()
+        },
+    );
+    for ty in ["order.created", "order.created", "order.paid"] {
+        assert_eq!(d.publish(&event(ty, json!({}))).0, 201);
+    }
+    let mut body = Value::Null;
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            body = d.get("/v1/plugins/counter/state?prefix=count/").1;
+            body["entries"].as_array().is_some_and(|e| {
+                e.iter()
+                    .any(|x| x["key"] == "count/total" && x["value"] == 3)
+            })
+        }),
+        "{body}"
+    );
+    let entries = body["entries"].as_array().unwrap();
+    assert!(
+        entries
+            .iter()
+            .all(|e| e["key"].as_str().unwrap().starts_with("count/"))
+    );
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["key"] == "count/type/order.paid" && e["value"] == 1),
+        "{body}"
+    );
+    assert_eq!(body["truncated"], false);
+
+    let (status, page) = d.get("/v1/plugins/counter/state?prefix=count/&limit=1");
+    assert_eq!(status, 200);
+    assert_eq!(page["entries"].as_array().unwrap().len(), 1);
+    assert_eq!(page["truncated"], true);
+    assert_eq!(d.get("/v1/plugins/Not%20A%20Name/state").0, 400);
+    assert_eq!(d.get("/v1/plugins/counter/state?bogus=1").0, 400);
+
+    // The same through the CLI.
+    let out = Command::new(EVHOST)
+        .args([
+            "state", "counter", "--prefix", "count/to", "--server", &d.url,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("count/total  3"), "{text}");
+    assert!(!text.contains("order.paid"), "prefix not applied: {text}");
+}

@@ -83,6 +83,19 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// A plugin's committed key-value state.
+    State {
+        /// The plugin name.
+        plugin: String,
+        /// Only keys starting with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// At most this many entries (1 to 1000).
+        #[arg(long)]
+        limit: Option<usize>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Dead letters: list, show, replay, purge.
     Dlq {
         #[command(subcommand)]
@@ -376,6 +389,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Plugins { client } => {
             cli::plugins(&client.client(), client.json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::State {
+            plugin,
+            prefix,
+            limit,
+            client,
+        } => {
+            cli::state(&client.client(), &plugin, &prefix, limit, client.json)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Dlq { command } => {

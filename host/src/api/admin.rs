@@ -258,3 +258,52 @@ pub(super) async fn schema_get(
             )
         })
 }
+
+/// `GET /v1/plugins/{name}/state?prefix=&limit=`: a plugin's committed
+/// key-value state, for operators (what a saga knows about an order, a
+/// counter's value). Values that are JSON are shown as JSON, other UTF-8 as
+/// `{"text": ...}`, anything else as `{"base64": ...}`.
+pub(super) async fn plugin_state(
+    State(state): State<Arc<ApiState>>,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Json<Value>> {
+    let name = path_param(path)?;
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !valid {
+        return Err(ApiError::bad_request(format!(
+            "a plugin name is 1 to 64 lowercase letters, digits or '-', got {name:?}"
+        )));
+    }
+    let params = Params::parse(query.as_deref(), &["prefix", "limit"])?;
+    let prefix = params.str("prefix").unwrap_or("");
+    let limit = params.limit(100, 1000)?;
+    let mut keys = state.log.state_keys(&name, prefix, limit + 1).await?;
+    let truncated = keys.len() > limit;
+    keys.truncate(limit);
+    let mut entries = Vec::with_capacity(keys.len());
+    for key in keys {
+        // A key deleted between listing and reading is simply left out.
+        let Some(bytes) = state.log.state_get(&name, &key).await? else {
+            continue;
+        };
+        let value = match serde_json::from_slice::<Value>(&bytes) {
+            Ok(v) => v,
+            Err(_) => match String::from_utf8(bytes) {
+                Ok(text) => json!({ "text": text }),
+                Err(e) => {
+                    use base64::Engine as _;
+                    json!({ "base64": base64::engine::general_purpose::STANDARD.encode(e.as_bytes()) })
+                }
+            },
+        };
+        entries.push(json!({ "key": key, "value": value }));
+    }
+    Ok(Json(
+        json!({ "plugin": name, "entries": entries, "truncated": truncated }),
+    ))
+}

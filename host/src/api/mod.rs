@@ -68,6 +68,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
             post(publish::append_stream).get(publish::read_stream),
         )
         .route("/v1/plugins", get(admin::plugins))
+        .route("/v1/plugins/{name}/state", get(admin::plugin_state))
         .route("/v1/dlq", get(admin::dlq_list))
         .route("/v1/dlq/replay", post(admin::dlq_replay_many))
         .route(

@@ -250,6 +250,42 @@ pub fn plugins(client: &Client, json_out: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+pub fn state(
+    client: &Client,
+    plugin: &str,
+    prefix: &str,
+    limit: Option<usize>,
+    json_out: bool,
+) -> anyhow::Result<()> {
+    let mut path = format!(
+        "/v1/plugins/{}/state?prefix={}",
+        encode(plugin),
+        encode(prefix)
+    );
+    if let Some(l) = limit {
+        path.push_str(&format!("&limit={l}"));
+    }
+    let answer = client.get(&path)?;
+    if json_out {
+        print_json(&answer.body);
+        return Ok(());
+    }
+    let entries = answer.body["entries"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if entries.is_empty() {
+        println!("no state for {plugin} under {prefix:?}");
+    }
+    for e in &entries {
+        println!("{}  {}", e["key"].as_str().unwrap_or_default(), e["value"]);
+    }
+    if answer.body["truncated"] == true {
+        println!("(more entries: raise --limit or narrow --prefix)");
+    }
+    Ok(())
+}
+
 pub fn dlq_list(
     client: &Client,
     plugin: Option<&str>,
