@@ -65,6 +65,8 @@ pub struct LogSettings {
     pub default_partitions: u32,
     pub dedupe_window: Duration,
     pub max_event_bytes: usize,
+    /// The storage engine's page cache: bounds the daemon's memory.
+    pub cache_bytes: usize,
 }
 
 /// Dispatch and shutdown.
@@ -92,6 +94,7 @@ impl Default for Config {
                 default_partitions: 1,
                 dedupe_window: Duration::from_secs(120),
                 max_event_bytes: 1 << 20,
+                cache_bytes: 64 << 20,
             },
             dispatch: DispatchSettings {
                 batch_size: 64,
@@ -151,6 +154,7 @@ struct FileLog {
     default_partitions: Option<u32>,
     dedupe_window: Option<HumanDuration>,
     max_event_bytes: Option<ByteSize>,
+    cache_size: Option<ByteSize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -241,6 +245,9 @@ fn apply_file(config: &mut Config, file: FileConfig) {
         }
         if let Some(v) = log.max_event_bytes {
             config.log.max_event_bytes = v.0;
+        }
+        if let Some(v) = log.cache_size {
+            config.log.cache_bytes = v.0;
         }
     }
     if let Some(d) = file.dispatch {
@@ -371,7 +378,7 @@ mod tests {
         std::fs::write(
             &path,
             "data-dir = \"d\"\nlisten = \"127.0.0.1:9000\"\n[api]\nmax-body-bytes = \"2 MiB\"\n\
-             [log]\ndedupe-window = \"5m\"\n[dispatch]\nshutdown-timeout = \"3s\"\n",
+             [log]\ndedupe-window = \"5m\"\ncache-size = \"16 MiB\"\n[dispatch]\nshutdown-timeout = \"3s\"\n",
         )
         .unwrap();
         let c = load(Some(&path), Overrides::default()).unwrap();
@@ -379,6 +386,7 @@ mod tests {
         assert_eq!(c.listen.port(), 9000);
         assert_eq!(c.api.max_body_bytes, 2 << 20);
         assert_eq!(c.log.dedupe_window, Duration::from_secs(300));
+        assert_eq!(c.log.cache_bytes, 16 << 20);
         assert_eq!(c.dispatch.shutdown_timeout, Duration::from_secs(3));
         let c = load(
             Some(&path),

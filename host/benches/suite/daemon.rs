@@ -69,7 +69,7 @@ impl Daemon {
                 Ok((at, line)) => {
                     if let Some(url) = line.strip_prefix("listening on ") {
                         let url = url.trim().to_owned();
-                        // Keep the channel's sender side alive but unread: drop the receiver.
+                        // The reader thread keeps draining stdout after this.
                         drop(rx);
                         return Daemon {
                             child,
@@ -83,6 +83,7 @@ impl Daemon {
                 }
                 Err(e) => {
                     let _ = child.kill();
+                    let _ = child.wait();
                     panic!("evhost run did not listen: {e}; output so far: {lines:#?}");
                 }
             }

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use evhost::dispatch::{DispatchConfig, Deployment, Dispatcher, PluginSettings};
+use evhost::dispatch::{Deployment, DispatchConfig, Dispatcher, PluginSettings};
 use evhost::event::{self, Event, StoredEvent};
 use evhost::log::{EventLog, LogConfig, NewEvent, RedbLog, TopicConfig};
 use evhost::runtime::{
@@ -84,6 +84,18 @@ fn prefill_event(ty: &str, n: u64) -> NewEvent {
     )
 }
 
+/// Profiling hook: with `EVHOST_BENCH_PERF_CTL=FIFO`, writes `enable` /
+/// `disable` to a `perf record --delay=-1 --control=fifo:FIFO` control pipe, so
+/// a profile covers the dispatch phase only (not the prefill).
+fn perf_control(cmd: &str) {
+    if let Ok(fifo) = std::env::var("EVHOST_BENCH_PERF_CTL") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(fifo) {
+            let _ = writeln!(f, "{cmd}");
+        }
+    }
+}
+
 /// `kind` is `wasm` or `native`, `mode` is `parse` or `echo`.
 pub fn run(kind: &str, mode: &str, partitions: u32, events: u64) -> Value {
     let dir = crate::scratch_dir();
@@ -147,6 +159,7 @@ pub fn run(kind: &str, mode: &str, partitions: u32, events: u64) -> Value {
             ),
         };
         let group = plugin.info.name.clone();
+        perf_control("enable");
         dispatcher.deploy(Deployment {
             plugin,
             settings: PluginSettings {
@@ -173,7 +186,11 @@ pub fn run(kind: &str, mode: &str, partitions: u32, events: u64) -> Value {
         let deadline = Instant::now() + Duration::from_secs(300);
         let (t0, c0) = loop {
             let per = committed(log.clone(), group.clone()).await;
-            if per.iter().zip(&ends).all(|(c, e)| *c >= (2 * careful).min(*e)) {
+            if per
+                .iter()
+                .zip(&ends)
+                .all(|(c, e)| *c >= (2 * careful).min(*e))
+            {
                 break (Instant::now(), per.iter().sum::<u64>());
             }
             assert!(Instant::now() < deadline, "dispatch did not start");
@@ -184,9 +201,13 @@ pub fn run(kind: &str, mode: &str, partitions: u32, events: u64) -> Value {
             if per == ends {
                 break Instant::now();
             }
-            assert!(Instant::now() < deadline, "dispatch did not finish: {per:?} of {ends:?}");
+            assert!(
+                Instant::now() < deadline,
+                "dispatch did not finish: {per:?} of {ends:?}"
+            );
             tokio::time::sleep(Duration::from_millis(1)).await;
         };
+        perf_control("disable");
         let emitted = match log.topic("bench-out").await.expect("topic") {
             Some(t) => t.partitions.iter().map(|p| p.end).sum::<u64>(),
             None => 0,

@@ -10,7 +10,9 @@ pub fn run(swaps: usize) -> Value {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
         .current_dir(crate::support::workspace_root())
-        .args(["bench", "-q", "-p", "evhost", "--bench", "reload", "--", "--swaps"])
+        .args([
+            "bench", "-q", "-p", "evhost", "--bench", "reload", "--", "--swaps",
+        ])
         .arg(swaps.to_string())
         .stderr(std::process::Stdio::inherit())
         .output();

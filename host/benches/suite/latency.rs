@@ -10,7 +10,7 @@
 //! The handler's clock reading is committed with the consumer's batch, so it
 //! is read back after the run; the commit itself is not part of the figure.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -52,9 +52,11 @@ pub fn run(rate: u64, secs: f64) -> Value {
     let rx = Arc::new(Mutex::new(rx));
     let acks = Arc::new(Mutex::new(Vec::new()));
     let late = Arc::new(AtomicBool::new(false));
+    // Wall-clock time of each request's 201, by tick.
+    let acked: Arc<Vec<AtomicU64>> = Arc::new((0..ticks).map(|_| AtomicU64::new(0)).collect());
     let senders: Vec<_> = (0..SENDERS)
         .map(|_| {
-            let (rx, acks, url) = (rx.clone(), acks.clone(), d.url.clone());
+            let (rx, acks, acked, url) = (rx.clone(), acks.clone(), acked.clone(), d.url.clone());
             std::thread::spawn(move || {
                 let agent = daemon::agent();
                 let mut mine = Vec::new();
@@ -69,7 +71,9 @@ pub fn run(rate: u64, secs: f64) -> Value {
                         sent_ns,
                     );
                     daemon::post_batch(&agent, &url, "bench-events", &body);
-                    mine.push(Duration::from_nanos(common::wall_ns().saturating_sub(sent_ns)));
+                    let now = common::wall_ns();
+                    acked[k as usize].store(now, Ordering::Relaxed);
+                    mine.push(Duration::from_nanos(now.saturating_sub(sent_ns)));
                 }
                 acks.lock().expect("acks").extend(mine);
             })
@@ -97,6 +101,8 @@ pub fn run(rate: u64, secs: f64) -> Value {
     wait_for(&d, "bench-stamps", total);
 
     let mut lat = Vec::new();
+    // Handler start minus the producer's 201 (negative: it ran before the answer arrived).
+    let mut after_ack: Vec<i64> = Vec::new();
     let mut from = 0;
     while from < total {
         let page = d.get(&format!(
@@ -110,6 +116,10 @@ pub fn run(rate: u64, secs: f64) -> Value {
             );
             if sent >= start_ns {
                 lat.push(Duration::from_nanos(called.saturating_sub(sent)));
+                let k = ((sent - start_ns) / TICK.as_nanos() as u64) as usize;
+                if let Some(ack) = acked.get(k).map(|a| a.load(Ordering::Relaxed)) {
+                    after_ack.push(called as i64 - ack as i64);
+                }
             }
         }
         from = page["next_offset"].as_u64().expect("next_offset");
@@ -122,6 +132,12 @@ pub fn run(rate: u64, secs: f64) -> Value {
     let lat = Samples::new(lat);
     let acks = Samples::new(std::mem::take(&mut *acks.lock().expect("acks")));
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    after_ack.sort_unstable();
+    let signed_ms = |q: f64| {
+        after_ack
+            .get(((after_ack.len().max(1) - 1) as f64 * q).round() as usize)
+            .map_or(0.0, |ns| *ns as f64 / 1e6)
+    };
     json!({
         "rate": rate,
         "events_per_request": per_tick,
@@ -133,6 +149,8 @@ pub fn run(rate: u64, secs: f64) -> Value {
         "max_ms": ms(lat.max()),
         "ack_p50_ms": ms(acks.pct(0.5)),
         "ack_p99_ms": ms(acks.pct(0.99)),
+        "after_ack_p50_ms": signed_ms(0.5),
+        "after_ack_p99_ms": signed_ms(0.99),
         "peak_rss": rss,
     })
 }

@@ -161,7 +161,10 @@ fn free_port() -> u16 {
 /// The peer: `nats-server -js` with a file-store stream, `async-nats`
 /// publishing with [`WINDOW`] acks outstanding (in a child process of its own).
 pub fn nats(secs: f64) -> Value {
-    let Ok(version) = std::process::Command::new("nats-server").arg("--version").output() else {
+    let Ok(version) = std::process::Command::new("nats-server")
+        .arg("--version")
+        .output()
+    else {
         return json!({"skipped": "nats-server not found (apt-get install nats-server)"});
     };
     let version = String::from_utf8_lossy(&version.stdout).trim().to_owned();
@@ -234,4 +237,36 @@ pub fn nats(secs: f64) -> Value {
     }
     let _ = server.wait();
     out
+}
+
+/// The disk under the log: a 4 KiB write in place into a preallocated file,
+/// then `fdatasync`, repeated for a second. What one durable transaction costs
+/// at least (redb syncs with fdatasync too).
+pub fn disk() -> Value {
+    use std::io::Write;
+    use std::os::unix::fs::FileExt;
+    let dir = crate::scratch_dir();
+    let path = dir.path().join("fsync.bin");
+    let mut file = std::fs::File::create(&path).expect("file");
+    file.write_all(&vec![0u8; 16 << 20]).expect("prefill");
+    file.sync_all().expect("sync");
+    let block = vec![0xabu8; 4096];
+    let (mut lat, mut at) = (Vec::new(), 0u64);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(1) {
+        let t = Instant::now();
+        file.write_all_at(&block, at).expect("write");
+        file.sync_data().expect("fdatasync");
+        lat.push(t.elapsed());
+        at = (at + 4096) % (16 << 20);
+    }
+    let n = lat.len();
+    let s = Samples::new(lat);
+    json!({
+        "syncs": n,
+        "syncs_per_sec": n as f64 / started.elapsed().as_secs_f64(),
+        "p50_ms": s.pct(0.5).as_secs_f64() * 1e3,
+        "p99_ms": s.pct(0.99).as_secs_f64() * 1e3,
+        "max_ms": s.max().as_secs_f64() * 1e3,
+    })
 }

@@ -88,6 +88,7 @@ pub async fn run(
         default_partitions: config.log.default_partitions,
         dedupe_window: config.log.dedupe_window,
         max_event_bytes: config.log.max_event_bytes,
+        cache_bytes: config.log.cache_bytes,
         ..LogConfig::default()
     };
     let redb = {

@@ -25,6 +25,9 @@ pub struct LogConfig {
     pub max_linger: Duration,
     /// An event larger than this (encoded) is refused.
     pub max_event_bytes: usize,
+    /// The storage engine's page cache, in bytes. redb's own default (1 GiB)
+    /// lets a busy daemon's memory grow with the data written.
+    pub cache_bytes: usize,
     /// How often background retention runs.
     pub retention_interval: Duration,
     /// The wall clock for append times, retention and dedupe windows (tests replace it).
@@ -41,6 +44,7 @@ impl Default for LogConfig {
             max_batch_events: 4096,
             max_linger: Duration::ZERO,
             max_event_bytes: 1 << 20,
+            cache_bytes: 64 << 20,
             retention_interval: Duration::from_secs(30),
             clock: Clock::system(),
         }

@@ -90,15 +90,24 @@ mod tests {
         host.deliver(handle, TestEvent::new("bench.echo").json(&json!({"n": 2})))
             .unwrap();
         let [out] = host.emitted() else { panic!() };
-        assert_eq!((out.ty.as_str(), out.topic.as_str()), ("bench.echoed", OUT_TOPIC));
-        assert_eq!(out.data_json::<serde_json::Value>().unwrap(), json!({"n": 2}));
+        assert_eq!(
+            (out.ty.as_str(), out.topic.as_str()),
+            ("bench.echoed", OUT_TOPIC)
+        );
+        assert_eq!(
+            out.data_json::<serde_json::Value>().unwrap(),
+            json!({"n": 2})
+        );
     }
 
     #[test]
     fn stamp_reports_both_times() {
         let mut host = TestHost::new();
-        host.deliver(handle, TestEvent::new("bench.stamp").json(&json!({"sent_ns": 5})))
-            .unwrap();
+        host.deliver(
+            handle,
+            TestEvent::new("bench.stamp").json(&json!({"sent_ns": 5})),
+        )
+        .unwrap();
         let v: serde_json::Value = host.emitted()[0].data_json().unwrap();
         assert_eq!(v["sent_ns"], 5);
         assert!(v["called_ns"].as_u64().unwrap() > 5);

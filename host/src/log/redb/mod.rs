@@ -93,7 +93,9 @@ impl RedbLog {
     /// Opens the log in the redb file at `path`, creating it if missing. After a crash redb
     /// repairs the file on open; every acknowledged write is there.
     pub fn open(path: impl AsRef<Path>, config: LogConfig) -> Result<Self, LogError> {
-        let db = Database::create(path)?;
+        let db = ::redb::Builder::new()
+            .set_cache_size(config.cache_bytes)
+            .create(path)?;
         let committed = init(&db)?;
         let shared = Arc::new(Shared {
             db,
