@@ -774,3 +774,69 @@ async fn a_native_handler_runs_through_the_same_pipeline() {
     .await;
     d.shutdown(Duration::from_secs(5)).await;
 }
+
+/// Runs a native plugin whose calls each take a while over 4 partitions and
+/// returns the most calls that were ever in flight at once.
+async fn most_concurrent_calls(concurrency: Option<usize>) -> usize {
+    use evhost::runtime::{Effects, LoadedPlugin, PluginInfo};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path());
+    log.create_topic(
+        "work",
+        TopicConfig {
+            partitions: 4,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let events = (0..40)
+        .map(|i| ev("job.run", &format!("key-{i}"), None))
+        .collect();
+    publish(&log, "work", events).await;
+    let rt = runtime();
+    let d = Dispatcher::new(log.clone(), rt.clone(), DispatchConfig::default());
+    let (in_flight, most, done) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let (f, m, n) = (in_flight.clone(), most.clone(), done.clone());
+    let handler = Arc::new(move |_: &StoredEvent, _: u32| {
+        let now = f.fetch_add(1, Ordering::SeqCst) + 1;
+        m.fetch_max(now, Ordering::SeqCst);
+        // The work a handler does; long enough for calls on other partitions to overlap.
+        std::thread::sleep(Duration::from_millis(15));
+        f.fetch_sub(1, Ordering::SeqCst);
+        n.fetch_add(1, Ordering::SeqCst);
+        Ok(Effects::default())
+    });
+    let info = PluginInfo {
+        name: "slow".into(),
+        version: "1".into(),
+        subscriptions: vec![sub("work", "*")],
+        retry: None,
+    };
+    d.deploy(Deployment {
+        plugin: LoadedPlugin::native(info, handler),
+        settings: PluginSettings {
+            concurrency,
+            ..Default::default()
+        },
+        load_number: 1,
+    });
+    eventually("all handled", || async {
+        done.load(Ordering::SeqCst) == 40
+    })
+    .await;
+    d.shutdown(Duration::from_secs(5)).await;
+    most.load(Ordering::SeqCst)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_bounds_the_partitions_a_plugin_works_on_at_once() {
+    assert_eq!(most_concurrent_calls(Some(1)).await, 1);
+    // Without the bound the same workload does overlap, so the check above can fail.
+    assert!(most_concurrent_calls(None).await >= 2);
+}
