@@ -67,7 +67,7 @@ fn main() {
 /// The child's side: append forever, report each acknowledgement, wait for the kill.
 fn crash_child(path: &str) {
     let round: u64 = std::env::var(ROUND_ENV).unwrap().parse().unwrap();
-    let log = std::sync::Arc::new(RedbLog::open(&path, config()).unwrap());
+    let log = std::sync::Arc::new(RedbLog::open(path, config()).unwrap());
     report("READY\n");
 
     let publish = |log: &RedbLog, publisher: &str, seq: u64| {
