@@ -74,13 +74,7 @@ impl Worker {
         shared.latency.observe_duration(started.elapsed());
         let effects = result?;
         if let Some(check) = &shared.emit_check {
-            let plugin = &self.deployment.plugin;
-            check.apply(&effects).map_err(|failure| CallError {
-                plugin: plugin.info.name.clone(),
-                version: plugin.info.version.clone(),
-                digest_short: plugin.digest[..12].to_owned(),
-                failure,
-            })?;
+            check.apply(&self.deployment.plugin, &effects)?;
         }
         Ok(effects)
     }

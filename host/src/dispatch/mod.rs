@@ -70,14 +70,18 @@ impl std::fmt::Debug for EmitCheck {
 }
 
 impl EmitCheck {
-    /// Runs the check over a call's emits, turning a refusal into the call's failure.
+    /// Runs the check over the emits of a call of `plugin`, turning a refusal
+    /// into the call's failure (a rejection).
     pub(crate) fn apply(
         &self,
+        plugin: &LoadedPlugin,
         effects: &crate::runtime::Effects,
-    ) -> Result<(), crate::runtime::Failure> {
+    ) -> Result<(), crate::runtime::CallError> {
         for emit in &effects.emits {
             (self.0)(&emit.event).map_err(|why| {
-                crate::runtime::Failure::Rejected(format!("emitted event refused: {why}"))
+                let failure =
+                    crate::runtime::Failure::Rejected(format!("emitted event refused: {why}"));
+                crate::runtime::CallError::new(plugin, failure)
             })?;
         }
         Ok(())

@@ -52,15 +52,7 @@ pub(super) async fn replay(
         })?;
     // Emits face the same check as in normal dispatch.
     let result = match (result, &shared.emit_check) {
-        (Ok(effects), Some(check)) => match check.apply(&effects) {
-            Ok(()) => Ok(effects),
-            Err(failure) => Err(crate::runtime::CallError {
-                plugin: plugin.clone(),
-                version: deployment.plugin.info.version.clone(),
-                digest_short: deployment.plugin.digest[..12].to_owned(),
-                failure,
-            }),
-        },
+        (Ok(effects), Some(check)) => check.apply(&deployment.plugin, &effects).map(|()| effects),
         (result, _) => result,
     };
     match result {

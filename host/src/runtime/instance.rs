@@ -72,6 +72,18 @@ pub struct CallError {
     pub failure: Failure,
 }
 
+impl CallError {
+    /// A failure of a call of `plugin`.
+    pub fn new(plugin: &LoadedPlugin, failure: Failure) -> Self {
+        CallError {
+            plugin: plugin.info.name.clone(),
+            version: plugin.info.version.clone(),
+            digest_short: plugin.digest.chars().take(12).collect(),
+            failure,
+        }
+    }
+}
+
 struct Live {
     store: Store<CallState>,
     bindings: Plugin,
@@ -135,12 +147,7 @@ impl Instance {
         );
         let _entered = span.enter();
         self.call_inner(event, attempt)
-            .map_err(|failure| CallError {
-                plugin: self.plugin.info.name.clone(),
-                version: self.plugin.info.version.clone(),
-                digest_short: self.plugin.digest[..12].to_owned(),
-                failure,
-            })
+            .map_err(|failure| CallError::new(&self.plugin, failure))
     }
 
     fn call_inner(&mut self, event: &Arc<StoredEvent>, attempt: u32) -> Result<Effects, Failure> {
