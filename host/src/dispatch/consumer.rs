@@ -112,12 +112,11 @@ pub(super) async fn run(mut ctx: ConsumerCtx) {
         }
         match step(&mut ctx, &mut worker, &mut careful, &mut aside).await {
             Ok(()) => {}
-            Err(Stop::Requested) => return,
             Err(stop) => {
                 let why = match stop {
+                    Stop::Requested => return,
                     Stop::Log(e) => format!("log error: {e}"),
                     Stop::Worker(e) => format!("plugin call thread failed: {e}"),
-                    Stop::Requested => unreachable!("handled above"),
                 };
                 tracing::warn!(plugin = %ctx.shared.name, topic = %ctx.topic, partition = ctx.partition, "{why}; resuming from the committed offset");
                 if let Some(w) = &worker {
@@ -408,14 +407,13 @@ async fn handle_carefully(
     if done >= policy.max_attempts {
         // Every earlier attempt was recorded and none finished: the host went
         // down during each of them.
-        let r = record.unwrap_or_else(|| unreachable!("done > 0 implies a record"));
         let mut message = format!(
             "{done} attempts made; the last ended with the host stopping during the call (a crash or kill)"
         );
-        if let Some(last) = &r.last_error {
+        if let Some(last) = record.as_ref().and_then(|r| r.last_error.as_ref()) {
             message.push_str(&format!("; last failure before that: {}", last.message));
         }
-        let now = SystemTime::now();
+        let first_failure = record.as_ref().and_then(|r| r.first_failure);
         park(
             ctx,
             &w.deployment,
@@ -423,7 +421,7 @@ async fn handle_carefully(
             FailureKind::HostError,
             message,
             done,
-            r.first_failure.unwrap_or(now),
+            first_failure.unwrap_or_else(SystemTime::now),
             Place::InLine,
         )
         .await?;

@@ -36,6 +36,11 @@ impl Matcher {
         Ok(Matcher { subs })
     }
 
+    /// Matches nothing.
+    pub fn none() -> Self {
+        Matcher { subs: Vec::new() }
+    }
+
     pub fn topic_matches(&self, topic: &str) -> bool {
         self.subs.iter().any(|(t, _)| t.is_match(topic))
     }
