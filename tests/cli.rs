@@ -241,6 +241,32 @@ fn publish_tail_plugins_status_schema_and_dlq_work_against_the_daemon() {
     assert!(out.contains("deleted 1 dead letter"), "{out}");
     let out = ok(&evhost(s, &["dlq", "list"]));
     assert!(out.contains("no dead letters"), "{out}");
+
+    // The flow attributes a producer continuing a flow sets.
+    ok(&evhost(
+        s,
+        &[
+            "publish",
+            "-t",
+            "audit.noted",
+            "-d",
+            "{}",
+            "--correlationid",
+            "flow-7",
+            "--causationid",
+            "evt-1",
+            "--actor",
+            "ops",
+            "--dataschema",
+            "urn:audit:1",
+        ],
+    ));
+    let noted = d.read_all("audit-events", 0);
+    assert_eq!(noted.len(), 1);
+    assert_eq!(noted[0]["correlationid"], "flow-7");
+    assert_eq!(noted[0]["causationid"], "evt-1");
+    assert_eq!(noted[0]["actor"], "ops");
+    assert_eq!(noted[0]["dataschema"], "urn:audit:1");
 }
 
 #[test]

@@ -56,6 +56,19 @@ enum Command {
         /// Content type of the data; JSON unless told otherwise.
         #[arg(long, default_value = "application/json")]
         content_type: String,
+        /// CloudEvents `dataschema`: selects the registered schema version
+        /// (`.../schemas/TYPE/VERSION`).
+        #[arg(long)]
+        dataschema: Option<String>,
+        /// The flow this event belongs to (default: its own id).
+        #[arg(long)]
+        correlationid: Option<String>,
+        /// The id of the event that caused this one.
+        #[arg(long)]
+        causationid: Option<String>,
+        /// Who caused the event.
+        #[arg(long)]
+        actor: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -353,6 +366,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             source,
             topic,
             content_type,
+            dataschema,
+            correlationid,
+            causationid,
+            actor,
             client,
         } => {
             let req = PublishRequest {
@@ -363,6 +380,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 source,
                 topic,
                 content_type,
+                attributes: [
+                    ("dataschema", dataschema),
+                    ("correlationid", correlationid),
+                    ("causationid", causationid),
+                    ("actor", actor),
+                ]
+                .into_iter()
+                .filter_map(|(k, v)| v.map(|v| (k, v)))
+                .collect(),
             };
             cli::publish(&client.client(), req, client.json)?;
             Ok(ExitCode::SUCCESS)

@@ -39,6 +39,8 @@ pub struct PublishRequest {
     pub source: String,
     pub topic: Option<String>,
     pub content_type: String,
+    /// Further CloudEvents attributes (`dataschema`, `correlationid`, ...).
+    pub attributes: Vec<(&'static str, String)>,
 }
 
 fn print_json(v: &Value) {
@@ -75,6 +77,9 @@ pub fn publish(client: &Client, req: PublishRequest, json_out: bool) -> anyhow::
     }
     if let Some(key) = &req.key {
         event["subject"] = key.clone().into();
+    }
+    for (name, value) in &req.attributes {
+        event[*name] = value.clone().into();
     }
     if let Some(bytes) = bytes {
         event["datacontenttype"] = req.content_type.clone().into();
