@@ -207,7 +207,7 @@ pub(super) async fn append_stream(
             .filter_map(|a| a.stream_version)
             .max()
             .unwrap_or(0);
-        let mut resp = (
+        let resp = (
             StatusCode::CREATED,
             Json(json!({
                 "stream": stream,
@@ -216,10 +216,7 @@ pub(super) async fn append_stream(
             })),
         )
             .into_response();
-        if let Ok(etag) = HeaderValue::from_str(&format!("\"{version}\"")) {
-            resp.headers_mut().insert(header::ETAG, etag);
-        }
-        Ok(resp)
+        Ok(with_version_etag(resp, version))
     }
     .await;
     answer(&state, result)
@@ -245,14 +242,19 @@ pub(super) async fn read_stream(
         ));
     }
     let events = state.log.read_stream(&stream, from, limit).await?;
-    let mut resp = Json(json!({
+    let resp = Json(json!({
         "stream": stream,
         "version": version,
         "events": events.iter().map(stored_json).collect::<Vec<_>>(),
     }))
     .into_response();
+    Ok(with_version_etag(resp, version))
+}
+
+/// A stream's version as its ETag, so a client can append with `If-Match`.
+fn with_version_etag(mut resp: Response, version: u64) -> Response {
     if let Ok(etag) = HeaderValue::from_str(&format!("\"{version}\"")) {
         resp.headers_mut().insert(header::ETAG, etag);
     }
-    Ok(resp)
+    resp
 }

@@ -243,16 +243,17 @@ pub fn plugins(client: &Client, json_out: bool) -> anyhow::Result<()> {
         print_json(&answer.body);
         return Ok(());
     }
-    let list = answer.body["plugins"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    print_plugins(&answer.body);
+    Ok(())
+}
+
+fn print_plugins(body: &Value) {
+    let list = body["plugins"].as_array().cloned().unwrap_or_default();
     if list.is_empty() {
         println!("no plugins loaded");
     } else {
         print!("{}", plugins_table(&list).render());
     }
-    Ok(())
 }
 
 pub fn state(
@@ -498,15 +499,7 @@ pub fn status(client: &Client, json_out: bool) -> anyhow::Result<()> {
         print!("{}", t.render());
     }
     println!();
-    let list = plugins.body["plugins"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    if list.is_empty() {
-        println!("no plugins loaded");
-    } else {
-        print!("{}", plugins_table(&list).render());
-    }
+    print_plugins(&plugins.body);
     Ok(())
 }
 

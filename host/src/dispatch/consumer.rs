@@ -407,24 +407,7 @@ async fn handle_carefully(
     if done >= policy.max_attempts {
         // Every earlier attempt was recorded and none finished: the host went
         // down during each of them.
-        let mut message = format!(
-            "{done} attempts made; the last ended with the host stopping during the call (a crash or kill)"
-        );
-        if let Some(last) = record.as_ref().and_then(|r| r.last_error.as_ref()) {
-            message.push_str(&format!("; last failure before that: {}", last.message));
-        }
-        let first_failure = record.as_ref().and_then(|r| r.first_failure);
-        park(
-            ctx,
-            &w.deployment,
-            &event,
-            FailureKind::HostError,
-            message,
-            done,
-            first_failure.unwrap_or_else(SystemTime::now),
-            Place::InLine,
-        )
-        .await?;
+        park_poison_pill(ctx, &w.deployment, &event, record.as_ref(), Place::InLine).await?;
         return Ok(w);
     }
     let attempt = done + 1;
@@ -884,20 +867,7 @@ async fn retry_aside(
     let policy = retry_policy(&w.deployment, &ctx.config.default_retry);
     let first = record.as_ref().and_then(|r| r.first_failure);
     if counted >= policy.max_attempts {
-        let message = format!(
-            "{counted} attempts made; the last ended with the host stopping during the call"
-        );
-        park(
-            ctx,
-            &w.deployment,
-            &event,
-            FailureKind::HostError,
-            message,
-            counted,
-            first.unwrap_or_else(SystemTime::now),
-            Place::Aside,
-        )
-        .await?;
+        park_poison_pill(ctx, &w.deployment, &event, record.as_ref(), Place::Aside).await?;
         aside.due.remove(&offset);
         return Ok(w);
     }
@@ -953,6 +923,38 @@ pub(super) fn kind_of(f: &Failure) -> (FailureKind, bool) {
         Failure::OutOfMemory(_) => (FailureKind::OutOfMemory, false),
         Failure::Host(_) => (FailureKind::HostError, false),
     }
+}
+
+/// Parks an event whose attempts are used up although the last one never
+/// finished: the host went down during it (a crash or kill).
+async fn park_poison_pill(
+    ctx: &ConsumerCtx,
+    d: &Deployment,
+    event: &Arc<StoredEvent>,
+    record: Option<&AttemptRecord>,
+    place: Place,
+) -> Result<(), Stop> {
+    let done = record.map_or(0, |r| r.attempts);
+    let mut message = format!(
+        "{done} attempts made; the last ended with the host stopping during the call (a crash or kill)"
+    );
+    if let Some(last) = record.and_then(|r| r.last_error.as_ref()) {
+        message.push_str(&format!("; last failure before that: {}", last.message));
+    }
+    let first = record
+        .and_then(|r| r.first_failure)
+        .unwrap_or_else(SystemTime::now);
+    park(
+        ctx,
+        d,
+        event,
+        FailureKind::HostError,
+        message,
+        done,
+        first,
+        place,
+    )
+    .await
 }
 
 /// Parks `event`: dead letter, offset past it and its attempt record cleared, in one commit.
