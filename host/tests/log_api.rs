@@ -640,6 +640,7 @@ fn a_commit_with_one_invalid_part_is_refused_whole() {
         }],
         dead_letter: Some(record),
         resolve_dead_letter: None,
+        requires_state: None,
     };
     let refused = h.log.commit(commit).wait();
     assert!(matches!(refused, Err(LogError::UnknownTopic(t)) if t == "no-such-topic"));
@@ -734,6 +735,7 @@ fn a_consumer_commit_writes_all_its_parts_together() {
             FailureKind::Rejected,
         )),
         resolve_dead_letter: None,
+        requires_state: None,
     };
     let outcome = h.log.commit(commit).wait().unwrap();
 

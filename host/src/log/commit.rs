@@ -75,8 +75,24 @@ pub struct ConsumerCommit {
     pub attempts: Vec<AttemptUpdate>,
     /// Park an event in the dead-letter store.
     pub dead_letter: Option<DeadLetterRecord>,
-    /// Remove a dead letter, e.g. after its replay succeeded with this call.
+    /// Remove a dead letter: its replay ended with this call. The letter is the commit's
+    /// fence: when it is already gone (another replay or a discard resolved it), the commit is
+    /// refused whole with [`LogError::DeadLetterGone`](super::LogError::DeadLetterGone), so a
+    /// letter's effects are committed at most once however many replays race.
     pub resolve_dead_letter: Option<DeadLetterId>,
+    /// A state entry that must exist for the commit to apply (a set-aside event's record,
+    /// which is what fences its retries, as the offset fences in-line events). When it is
+    /// gone the commit is refused whole with
+    /// [`LogError::StateEntryGone`](super::LogError::StateEntryGone). Whether the entry stays
+    /// is up to `state`.
+    pub requires_state: Option<StateKey>,
+}
+
+/// A key in a namespace of the state table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateKey {
+    pub namespace: String,
+    pub key: String,
 }
 
 /// Move a group's committed offset on one partition to `next` (the offset after the event

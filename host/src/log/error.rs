@@ -3,10 +3,13 @@
 use std::error::Error as StdError;
 use std::sync::Arc;
 
+use super::DeadLetterId;
+
 /// A failed log operation.
 ///
-/// Request errors (everything but [`LogError::Storage`], [`LogError::OutcomeUnknown`] and
-/// [`LogError::Closed`]) are decided before anything is written: the request wrote nothing.
+/// Every error belongs to one [`ErrorClass`] ([`LogError::class`]): a request *refused* as
+/// invalid or *in conflict* with what is stored was decided before anything was written and
+/// wrote nothing; a request that *failed* met the storage engine, and trying again may help.
 /// The type is `Clone` because one failed transaction answers every request batched into it.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
@@ -52,6 +55,14 @@ pub enum LogError {
         current: u64,
         requested: u64,
     },
+    /// A commit meant to resolve a dead letter found it already gone (another replay, or a
+    /// discard, resolved it first); nothing of the commit was written.
+    #[error("dead letter {0} is already resolved (replayed or discarded)")]
+    DeadLetterGone(DeadLetterId),
+    /// A commit fenced by a state entry (a set-aside event's record) found it gone: the event
+    /// was finished by another commit; nothing of this one was written.
+    #[error("state entry `{namespace}/{key}` this commit depends on is gone")]
+    StateEntryGone { namespace: String, key: String },
     /// Stored bytes that do not decode: a bug or a damaged file.
     #[error("stored data does not decode: {0}")]
     Corrupt(String),
@@ -66,6 +77,42 @@ pub enum LogError {
     OutcomeUnknown(StorageFailure),
     #[error("the log is shut down")]
     Closed,
+}
+
+/// What a [`LogError`] says about the request, and so whether trying again can help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The request itself is invalid (too large, unknown topic or partition, a bad name or
+    /// shape): nothing was written, and the same request will be refused again. Never retry it.
+    Refused,
+    /// The request was valid but what is stored moved under it (an expected version, a
+    /// committed offset, a resolved dead letter): nothing was written; re-read and decide anew.
+    Conflict,
+    /// The storage failed, or its outcome is unknown: the same request may succeed later.
+    Failed,
+}
+
+impl LogError {
+    /// Whether the request was refused, conflicted, or failed.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            LogError::UnknownTopic(_)
+            | LogError::UnknownPartition { .. }
+            | LogError::InvalidTopicName(_)
+            | LogError::EventTooLarge { .. }
+            | LogError::Invalid(_) => ErrorClass::Refused,
+            LogError::TopicExists { .. }
+            | LogError::VersionConflict { .. }
+            | LogError::OffsetConflict { .. }
+            | LogError::DeadLetterGone(_)
+            | LogError::StateEntryGone { .. } => ErrorClass::Conflict,
+            LogError::Corrupt(_)
+            | LogError::UnsupportedFormat { .. }
+            | LogError::Storage(_)
+            | LogError::OutcomeUnknown(_)
+            | LogError::Closed => ErrorClass::Failed,
+        }
+    }
 }
 
 /// An error of the storage engine under the log, kept opaque so that only the backend

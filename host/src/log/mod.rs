@@ -26,10 +26,10 @@ mod watch;
 pub use self::commit::{
     Appended, AttemptRecord, AttemptUpdate, CommitOutcome, ConsumerCommit, DeadLetter,
     DeadLetterId, DeadLetterRecord, ExpectedVersion, Failure, FailureKind, NewEvent, OffsetAdvance,
-    RetentionReport, StateChange,
+    RetentionReport, StateChange, StateKey,
 };
 pub use self::config::{Clock, LogConfig, LogStats};
-pub use self::error::{LogError, StorageFailure};
+pub use self::error::{ErrorClass, LogError, StorageFailure};
 pub use self::pending::Pending;
 pub use self::redb::RedbLog;
 pub use self::topic::{

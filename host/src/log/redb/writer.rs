@@ -30,7 +30,7 @@ use crate::log::encoding::{
 use crate::log::pending::Answer;
 use crate::log::{
     Appended, CommitOutcome, ConsumerCommit, DeadLetterId, ExpectedVersion, LogError, NewEvent,
-    PartitionInfo, RetentionReport, TopicConfig, TopicInfo, partition_for, partition_key,
+    PartitionInfo, RetentionReport, StateKey, TopicConfig, TopicInfo, partition_for, partition_key,
     validate_topic_name,
 };
 
@@ -805,9 +805,25 @@ impl<'t, 'c> Batch<'t, 'c> {
             attempts,
             dead_letter,
             resolve_dead_letter,
+            requires_state,
         } = commit;
         if group.is_empty() {
             refuse!(LogError::Invalid("a consumer commit needs a group".into()));
+        }
+        // The fences: what this commit resolves must still be there.
+        if let Some(id) = resolve_dead_letter
+            && self.t.dead_letters.get(id.0)?.is_none()
+        {
+            refuse!(LogError::DeadLetterGone(id));
+        }
+        if let Some(StateKey { namespace, key }) = requires_state
+            && self
+                .t
+                .state
+                .get((namespace.as_str(), key.as_str()))?
+                .is_none()
+        {
+            refuse!(LogError::StateEntryGone { namespace, key });
         }
         // Decide everything first ...
         let offset_row = match &offset {
