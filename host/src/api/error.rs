@@ -81,9 +81,10 @@ impl From<LogError> for ApiError {
             } => ApiError::new(StatusCode::CONFLICT, "version_conflict", message)
                 .with("current_version", current)
                 .with("expected_version", expected),
-            LogError::OffsetConflict { .. } => {
+            LogError::OffsetConflict { .. } | LogError::StateEntryGone { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", message)
             }
+            LogError::DeadLetterGone(_) => ApiError::not_found("unknown_dead_letter", message),
             LogError::Closed => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", message)
             }
@@ -101,6 +102,9 @@ impl From<DispatchError> for ApiError {
         match e {
             DispatchError::UnknownDeadLetter(_) => {
                 ApiError::not_found("unknown_dead_letter", message)
+            }
+            DispatchError::ReplayInProgress(_) => {
+                ApiError::new(StatusCode::CONFLICT, "replay_in_progress", message)
             }
             DispatchError::PluginNotLoaded(_) => {
                 ApiError::new(StatusCode::CONFLICT, "plugin_not_loaded", message)

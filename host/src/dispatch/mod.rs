@@ -197,6 +197,10 @@ pub struct PluginStatus {
     pub call_latency: crate::histogram::HistogramSnapshot,
     pub lag: u64,
     pub partitions: Vec<PartitionLag>,
+    /// Consumer tasks of the plugin that ended unexpectedly and were restarted.
+    pub consumer_restarts: u64,
+    /// Why the last one ended.
+    pub consumer_error: Option<String>,
 }
 
 /// Errors of dispatcher operations (not of plugin calls, which end up in
@@ -205,6 +209,8 @@ pub struct PluginStatus {
 pub enum DispatchError {
     #[error("no dead letter with id {0}")]
     UnknownDeadLetter(DeadLetterId),
+    #[error("dead letter {0} is being replayed right now")]
+    ReplayInProgress(DeadLetterId),
     #[error("plugin `{0}` is not loaded, so its dead letters cannot be replayed")]
     PluginNotLoaded(String),
     #[error(transparent)]
@@ -260,6 +266,8 @@ pub struct Dispatcher {
     config: DispatchConfig,
     supervisors: Mutex<BTreeMap<String, Supervisor>>,
     events: broadcast::Sender<DispatchEvent>,
+    /// Dead letters being replayed now: one replay of a letter at a time.
+    replaying: replay::InFlight,
 }
 
 impl Dispatcher {
@@ -271,6 +279,7 @@ impl Dispatcher {
             config,
             supervisors: Mutex::new(BTreeMap::new()),
             events: broadcast::channel(4096).0,
+            replaying: replay::InFlight::default(),
         })
     }
 
@@ -335,7 +344,8 @@ impl Dispatcher {
         out
     }
 
-    /// Replays one dead letter through the current version of its plugin.
+    /// Replays one dead letter through the current version of its plugin. A
+    /// letter already resolved is unknown; one being replayed is in progress.
     pub async fn replay(&self, id: DeadLetterId) -> Result<ReplayOutcome, DispatchError> {
         replay::replay(self, id).await
     }
@@ -384,3 +394,6 @@ impl Dispatcher {
             .map(|s| (s.current(), s.handle().shared().clone()))
     }
 }
+
+#[cfg(test)]
+mod tests;

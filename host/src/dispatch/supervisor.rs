@@ -1,5 +1,7 @@
 //! One plugin's consumers: finds the topics its subscriptions match, runs a
-//! consumer per partition, follows new topics and new plugin versions.
+//! consumer per partition, follows new topics and new plugin versions, and
+//! restarts (with backoff, from the committed offset) a consumer task that
+//! ended unexpectedly — a panic, or a request the log refused.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,6 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, broadcast, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use super::breaker::{Breaker, BreakerState};
 use super::consumer::{self, ConsumerCtx};
@@ -20,11 +23,14 @@ use crate::runtime::Runtime;
 /// What a plugin's consumers share.
 pub(super) struct PluginShared {
     pub name: String,
-    pub breaker: Breaker,
+    pub breaker: Arc<Breaker>,
     pub processed: AtomicU64,
     pub failed: AtomicU64,
     pub dead_lettered: AtomicU64,
     pub last_error: Mutex<Option<String>>,
+    /// Consumer tasks restarted after ending unexpectedly, and the last cause.
+    pub consumer_restarts: AtomicU64,
+    pub consumer_error: Mutex<Option<String>>,
     pub emit_check: Option<super::EmitCheck>,
     pub latency: Histogram,
     /// Held by a consumer from its batch's first call until the batch is
@@ -114,11 +120,13 @@ impl Supervisor {
         };
         let shared = Arc::new(PluginShared {
             name: deployment.name().to_owned(),
-            breaker: Breaker::new(config.breaker.clone(), on_change),
+            breaker: Arc::new(Breaker::new(config.breaker.clone(), on_change)),
             processed: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
             last_error: Mutex::new(None),
+            consumer_restarts: AtomicU64::new(0),
+            consumer_error: Mutex::new(None),
             emit_check: config.emit_check.clone(),
             latency: Histogram::new(CALL_SECONDS),
             state_lock: tokio::sync::Mutex::new(()),
@@ -251,13 +259,29 @@ impl SupervisorHandle {
                 .clone(),
             lag: partitions.iter().map(|p| p.lag).sum(),
             partitions,
+            consumer_restarts: self.shared.consumer_restarts.load(Ordering::Relaxed),
+            consumer_error: self
+                .shared
+                .consumer_error
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
         }
     }
 }
 
+/// A consumer that ran for this long before ending is restarted without
+/// the backoff its earlier failures built up.
+const STABLE_RUN: Duration = Duration::from_secs(60);
+const FIRST_RESTART_DELAY: Duration = Duration::from_millis(100);
+const MAX_RESTART_DELAY: Duration = Duration::from_secs(30);
+
 struct Running {
     stop: watch::Sender<bool>,
-    task: Option<JoinHandle<()>>,
+    task: Option<JoinHandle<consumer::Ended>>,
+    started: Instant,
+    /// Unexpected ends in a row before this start.
+    failures: u32,
 }
 
 impl Running {
@@ -265,6 +289,32 @@ impl Running {
         let _ = self.stop.send(true);
         if let Some(task) = self.task.take() {
             let _ = task.await;
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.task.as_ref().is_some_and(JoinHandle::is_finished)
+    }
+
+    /// Why a finished consumer ended; it was not asked to (the supervisor
+    /// asks only consumers it has already taken out of its map).
+    async fn cause(mut self) -> String {
+        let Some(task) = self.task.take() else {
+            return "the consumer task is gone".into();
+        };
+        match task.await {
+            Ok(consumer::Ended::Failed(why)) => why,
+            Ok(consumer::Ended::Stopped) => "the consumer stopped without being asked to".into(),
+            Err(e) if e.is_panic() => {
+                let payload = e.into_panic();
+                let text = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a non-text panic payload".into());
+                format!("panicked: {text}")
+            }
+            Err(e) => format!("the consumer task failed: {e}"),
         }
     }
 }
@@ -279,6 +329,14 @@ impl Drop for Running {
     }
 }
 
+/// The delay before the `failures`-th restart in a row.
+fn restart_delay(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(16);
+    FIRST_RESTART_DELAY
+        .saturating_mul(1 << exp)
+        .min(MAX_RESTART_DELAY)
+}
+
 async fn run(
     log: Arc<dyn EventLog>,
     runtime: Arc<Runtime>,
@@ -287,8 +345,40 @@ async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut consumers: BTreeMap<(String, u32), Running> = BTreeMap::new();
+    // Consumers that ended unexpectedly: when they may start again, and how
+    // many times in a row they ended.
+    let mut restarts: BTreeMap<(String, u32), (Instant, u32)> = BTreeMap::new();
     let mut current = handle.current.clone();
     loop {
+        let ended: Vec<_> = consumers
+            .iter()
+            .filter(|(_, r)| r.finished())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in ended {
+            let Some(r) = consumers.remove(&key) else {
+                continue;
+            };
+            let failures = if r.started.elapsed() >= STABLE_RUN {
+                1
+            } else {
+                r.failures + 1
+            };
+            let cause = r.cause().await;
+            let delay = restart_delay(failures);
+            tracing::error!(plugin = %handle.shared.name, topic = %key.0, partition = key.1, "consumer ended unexpectedly ({cause}); restarting it in {delay:?} from the committed offset");
+            handle
+                .shared
+                .consumer_restarts
+                .fetch_add(1, Ordering::Relaxed);
+            *handle
+                .shared
+                .consumer_error
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) =
+                Some(format!("{}/{}: {cause}", key.0, key.1));
+            restarts.insert(key, (Instant::now() + delay, failures));
+        }
         let matcher = current.borrow_and_update().matcher.clone();
         match log.topics().await {
             Ok(topics) => {
@@ -309,28 +399,38 @@ async fn run(
                         r.stop_and_join().await;
                     }
                 }
+                restarts.retain(|k, _| wanted.contains(k));
                 for key in &wanted {
-                    if !consumers.contains_key(key) {
-                        let (stop_tx, stop_rx) = watch::channel(false);
-                        let ctx = ConsumerCtx {
-                            log: log.clone(),
-                            runtime: runtime.clone(),
-                            config: config.clone(),
-                            shared: handle.shared.clone(),
-                            current: handle.current.clone(),
-                            topic: key.0.clone(),
-                            partition: key.1,
-                            stop: stop_rx,
-                        };
-                        let task = tokio::spawn(consumer::run(ctx));
-                        consumers.insert(
-                            key.clone(),
-                            Running {
-                                stop: stop_tx,
-                                task: Some(task),
-                            },
-                        );
+                    if consumers.contains_key(key) {
+                        continue;
                     }
+                    let failures = match restarts.get(key) {
+                        Some((at, _)) if *at > Instant::now() => continue,
+                        Some((_, failures)) => *failures,
+                        None => 0,
+                    };
+                    restarts.remove(key);
+                    let (stop_tx, stop_rx) = watch::channel(false);
+                    let ctx = ConsumerCtx {
+                        log: log.clone(),
+                        runtime: runtime.clone(),
+                        config: config.clone(),
+                        shared: handle.shared.clone(),
+                        current: handle.current.clone(),
+                        topic: key.0.clone(),
+                        partition: key.1,
+                        stop: stop_rx,
+                    };
+                    let task = tokio::spawn(consumer::run(ctx));
+                    consumers.insert(
+                        key.clone(),
+                        Running {
+                            stop: stop_tx,
+                            task: Some(task),
+                            started: Instant::now(),
+                            failures,
+                        },
+                    );
                 }
                 *handle
                     .partitions
@@ -339,8 +439,14 @@ async fn run(
             }
             Err(e) => tracing::warn!(plugin = %handle.shared.name, "cannot list topics: {e}"),
         }
+        let next_restart = restarts
+            .values()
+            .map(|(at, _)| *at)
+            .min()
+            .unwrap_or_else(|| Instant::now() + config.topic_scan_interval);
+        let wake = next_restart.min(Instant::now() + config.topic_scan_interval);
         tokio::select! {
-            _ = tokio::time::sleep(config.topic_scan_interval) => {}
+            _ = tokio::time::sleep_until(wake) => {}
             _ = current.changed() => {}
             _ = stop.changed() => break,
         }
