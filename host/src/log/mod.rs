@@ -3,8 +3,9 @@
 //! Everything the host stores goes through [`EventLog`]: topics split into partitions,
 //! consumer-group offsets, the [`ConsumerCommit`] (a call's offset, emits, state, attempt
 //! counters and dead letter in one transaction), event-sourcing streams and retention.
-//! [`RedbLog`] is the embedded backend; a NATS JetStream backend is meant to implement the
-//! same trait (see `ARCHITECTURE.md`, section `log/`, for the guarantee each operation carries).
+//! [`RedbLog`] is the embedded backend and [`MemoryLog`] the same contract in memory; a NATS
+//! JetStream backend is meant to implement the same trait (see `ARCHITECTURE.md`, section
+//! `log/`, for the guarantee each operation carries).
 //!
 //! # Layout
 //! - `commit`: the write-side records (`NewEvent`, `ConsumerCommit`, dead letters, ...).
@@ -12,14 +13,20 @@
 //! - `pending`: [`Pending`], the answer every operation returns (await it or wait on it).
 //! - `watch`: [`EndWatch`], waiting for new events without polling.
 //! - `encoding`: the versioned binary record format.
+//! - `rules`: the checks every backend runs before it writes (same request, same refusal).
+//! - `memory`: the in-memory backend, also the executable specification of the contract.
 //! - `redb/`: the redb backend — the only module that imports redb.
 
 mod commit;
 mod config;
 mod encoding;
 mod error;
+mod memory;
 mod pending;
 pub mod redb;
+mod rules;
+#[cfg(test)]
+mod tests;
 mod topic;
 mod watch;
 
@@ -30,6 +37,7 @@ pub use self::commit::{
 };
 pub use self::config::{Clock, LogConfig, LogStats};
 pub use self::error::{ErrorClass, LogError, StorageFailure};
+pub use self::memory::MemoryLog;
 pub use self::pending::Pending;
 pub use self::redb::RedbLog;
 pub use self::topic::{
