@@ -1,5 +1,5 @@
 //! The dispatcher's own logic, tested without Wasm: native handlers (Rust
-//! closures run through the same `Instance` API) on an in-process log, with
+//! closures run through the same `Instance` API) on the in-memory log, with
 //! wrappers that make the log fail or panic at chosen points.
 
 use std::collections::BTreeMap;
@@ -21,11 +21,10 @@ use crate::runtime::{
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
-/// The log under test: a fresh in-process log.
-fn fresh_log(config: LogConfig) -> (Arc<dyn EventLog>, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let log = crate::log::RedbLog::open(dir.path().join("log.redb"), config).expect("log opens");
-    (Arc::new(log), dir)
+/// The log under test: a fresh in-memory log (the same contract as redb's,
+/// checked by `host/tests/log_api.rs`), so these tests need neither disk nor Wasm.
+fn fresh_log(config: LogConfig) -> Arc<dyn EventLog> {
+    Arc::new(crate::log::MemoryLog::new(config).expect("log opens"))
 }
 
 fn event(ty: &str, subject: &str, data: &str) -> Event {
@@ -261,7 +260,7 @@ async fn assert_parked_as_refused(h: &Harness, calls: &Calls, big: &Event, why: 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_emit_too_large_for_the_log_is_parked_as_rejected_at_once_and_the_partition_moves_on() {
     let limit = 4096;
-    let (log, _dir) = fresh_log(LogConfig {
+    let log = fresh_log(LogConfig {
         max_event_bytes: limit,
         ..LogConfig::default()
     });
@@ -317,7 +316,7 @@ async fn an_emit_too_large_for_the_log_is_parked_as_rejected_at_once_and_the_par
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_emit_to_an_unknown_topic_with_auto_create_off_is_parked_as_rejected_at_once() {
-    let (log, _dir) = fresh_log(LogConfig {
+    let log = fresh_log(LogConfig {
         auto_create_topics: false,
         ..LogConfig::default()
     });
@@ -419,7 +418,7 @@ impl EventLog for PanicOnce {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_that_panics_is_restarted_from_its_offset_and_its_events_are_handled() {
-    let (inner, _dir) = fresh_log(LogConfig::default());
+    let inner = fresh_log(LogConfig::default());
     let log = Arc::new(PanicOnce {
         inner,
         armed: AtomicBool::new(false),
@@ -543,7 +542,7 @@ async fn assert_breaker_closes_and_event_is_handled(h: &mut Harness) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_probe_whose_bookkeeping_write_fails_hands_the_probe_on() {
-    let (inner, _dir) = fresh_log(LogConfig::default());
+    let inner = fresh_log(LogConfig::default());
     // Attempt-only commits, in order: before call 1, after its failure,
     // before call 2, after its failure (the breaker is open now), then before
     // call 3 — the probe's. That one fails.
@@ -575,7 +574,7 @@ async fn a_probe_whose_bookkeeping_write_fails_hands_the_probe_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_probe_whose_call_thread_dies_hands_the_probe_on() {
-    let (log, _dir) = fresh_log(LogConfig::default());
+    let log = fresh_log(LogConfig::default());
     let mut h = Harness::new(log, breaker_config());
     let calls = Arc::new(AtomicU32::new(0));
     let settings = PluginSettings {
@@ -602,7 +601,7 @@ async fn a_probe_whose_call_thread_dies_hands_the_probe_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_set_aside_retry_finished_elsewhere_commits_nothing() {
-    let (log, _dir) = fresh_log(LogConfig::default());
+    let log = fresh_log(LogConfig::default());
     let h = Harness::new(log.clone(), Harness::config());
     let calls = Arc::new(AtomicU32::new(0));
     let other = log.clone();
@@ -715,7 +714,7 @@ async fn park_one(h: &Harness, plugin: &str, e: &Event) -> DeadLetterId {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_replays_of_one_letter_commit_its_effects_once() {
-    let (log, _dir) = fresh_log(LogConfig::default());
+    let log = fresh_log(LogConfig::default());
     let h = Harness::new(log, Harness::config());
     // The plugin subscribes to nothing that is published, so only replays call it.
     let calls = Calls::default();
@@ -775,7 +774,7 @@ async fn concurrent_replays_of_one_letter_commit_its_effects_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_whose_letter_was_discarded_meanwhile_commits_nothing() {
-    let (log, _dir) = fresh_log(LogConfig::default());
+    let log = fresh_log(LogConfig::default());
     let h = Harness::new(log.clone(), Harness::config());
     let discard = Arc::new(Mutex::new(None::<DeadLetterId>));
     let during = discard.clone();
