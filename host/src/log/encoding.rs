@@ -15,8 +15,11 @@ use super::{
     AttemptRecord, DeadLetterRecord, Failure, FailureKind, LogError, RetentionPolicy, TopicConfig,
 };
 
-/// The record format this build writes (and the only one it reads so far).
+/// The format byte of every record but chunks (the only one they have had so far).
 pub(crate) const FORMAT: u8 = 1;
+
+/// The format byte of a chunk: the events one transaction appended to one partition.
+pub(crate) const CHUNK_FORMAT: u8 = 2;
 
 #[derive(Default)]
 pub(crate) struct Enc {
@@ -24,6 +27,13 @@ pub(crate) struct Enc {
 }
 
 impl Enc {
+    /// A buffer for bytes that go inside a record (no format byte of their own).
+    pub(crate) fn raw(capacity: usize) -> Self {
+        Self {
+            buf: Vec::with_capacity(capacity),
+        }
+    }
+
     pub(crate) fn record() -> Self {
         let mut enc = Self {
             buf: Vec::with_capacity(128),
@@ -312,8 +322,10 @@ pub(crate) fn millis_since_epoch(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-/// A partition entry: `[format][append time, ms][event]`. The append time (host clock)
-/// drives age retention.
+/// A partition entry of format 1: `[format][append time, ms][event]`. Written only by
+/// format-1 files (and tests that make one); its length is what size limits count
+/// (`event_record_len`).
+#[cfg(test)]
 pub(crate) fn encode_event_record(append_ms: u64, event: &Event) -> Vec<u8> {
     let mut enc = Enc::record();
     enc.uint(append_ms);
@@ -329,9 +341,145 @@ pub(crate) fn decode_event_record(buf: &[u8]) -> Result<(u64, Event), LogError> 
     Ok((append_ms, event))
 }
 
-/// Only the append time of a partition entry (retention scans with it).
-pub(crate) fn event_record_append_ms(buf: &[u8]) -> Result<u64, LogError> {
-    Dec::record(buf, "event record")?.uint()
+/// An event's own bytes, as a chunk holds them (no format byte, no time).
+pub(crate) fn encode_event_body(event: &Event) -> Vec<u8> {
+    let mut enc = Enc::raw(
+        64 + event.id.len()
+            + event.source.len()
+            + event.ty.len()
+            + event.data.as_ref().map_or(0, Vec::len),
+    );
+    enc.event(event);
+    enc.finish()
+}
+
+pub(crate) fn decode_event_body(body: &[u8]) -> Result<Event, LogError> {
+    let mut dec = Dec {
+        buf: body,
+        pos: 0,
+        what: "event",
+    };
+    let event = dec.event()?;
+    dec.end()?;
+    Ok(event)
+}
+
+/// The id of an event body, without decoding the rest.
+pub(crate) fn event_body_id(body: &[u8]) -> Result<&str, LogError> {
+    Dec {
+        buf: body,
+        pos: 0,
+        what: "event",
+    }
+    .str()
+}
+
+fn uint_len(mut v: u64) -> usize {
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
+}
+
+/// The size an event counts as for `max_event_bytes` and retention by bytes: its stand-alone
+/// record (`encode_event_record`), whatever the layout it is stored in, so limits mean the
+/// same on every backend and across format versions.
+pub(crate) fn event_record_len(append_ms: u64, body_len: usize) -> usize {
+    1 + uint_len(append_ms) + body_len
+}
+
+/// A chunk being built: `[2][append time, ms][count]` then, per event, `[length][event]`.
+/// Reads by offset skip whole events by their length without decoding them.
+#[derive(Debug, Default)]
+pub(crate) struct ChunkBuilder {
+    count: u64,
+    body: Vec<u8>,
+}
+
+impl ChunkBuilder {
+    pub(crate) fn push(&mut self, event_body: &[u8]) {
+        let mut enc = Enc {
+            buf: std::mem::take(&mut self.body),
+        };
+        enc.bytes(event_body);
+        self.body = enc.buf;
+        self.count += 1;
+    }
+
+    pub(crate) fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The `i`-th event's body, from the events pushed so far.
+    pub(crate) fn body(&self, i: u64) -> Result<Option<&[u8]>, LogError> {
+        let mut dec = Dec {
+            buf: &self.body,
+            pos: 0,
+            what: "chunk",
+        };
+        for _ in 0..i {
+            dec.bytes()?;
+        }
+        if i >= self.count {
+            return Ok(None);
+        }
+        dec.bytes().map(Some)
+    }
+
+    pub(crate) fn finish(&self, append_ms: u64) -> Vec<u8> {
+        let mut enc = Enc::raw(24 + self.body.len());
+        enc.u8(CHUNK_FORMAT);
+        enc.uint(append_ms);
+        enc.uint(self.count);
+        enc.buf.extend_from_slice(&self.body);
+        enc.finish()
+    }
+}
+
+/// A stored chunk, read event by event.
+pub(crate) struct Chunk<'a> {
+    dec: Dec<'a>,
+    pub(crate) append_ms: u64,
+    pub(crate) count: u64,
+    left: u64,
+}
+
+impl<'a> Chunk<'a> {
+    pub(crate) fn open(buf: &'a [u8]) -> Result<Self, LogError> {
+        let mut dec = Dec {
+            buf,
+            pos: 0,
+            what: "chunk",
+        };
+        let format = dec.u8()?;
+        if format != CHUNK_FORMAT {
+            return Err(LogError::UnsupportedFormat {
+                found: u64::from(format),
+                supported: u64::from(CHUNK_FORMAT),
+            });
+        }
+        let append_ms = dec.uint()?;
+        let count = dec.uint()?;
+        Ok(Self {
+            dec,
+            append_ms,
+            count,
+            left: count,
+        })
+    }
+
+    /// The next event's body, `None` after the last; a chunk with bytes after its last event
+    /// is corrupt.
+    pub(crate) fn next_body(&mut self) -> Result<Option<&'a [u8]>, LogError> {
+        if self.left == 0 {
+            self.dec.end()?;
+            return Ok(None);
+        }
+        self.left -= 1;
+        self.dec.bytes().map(Some)
+    }
 }
 
 /// A stream entry: the event with the position it got in its topic.
@@ -489,7 +637,10 @@ pub(crate) mod tests {
         let event = sample_event();
         let buf = encode_event_record(1_700_000_000_123, &event);
         assert_eq!(buf[0], FORMAT);
-        assert_eq!(event_record_append_ms(&buf).unwrap(), 1_700_000_000_123);
+        assert_eq!(
+            buf.len(),
+            event_record_len(1_700_000_000_123, encode_event_body(&event).len())
+        );
         assert_eq!(
             decode_event_record(&buf).unwrap(),
             (1_700_000_000_123, event.clone())
@@ -592,5 +743,148 @@ pub(crate) mod tests {
                 attempts
             );
         }
+    }
+
+    fn golden_chunk() -> Vec<u8> {
+        let mut chunk = ChunkBuilder::default();
+        let mut second = sample_event();
+        second.id = "01J-evt2".into();
+        second.data = None;
+        chunk.push(&encode_event_body(&sample_event()));
+        chunk.push(&encode_event_body(&second));
+        chunk.finish(1_700_000_000_123)
+    }
+
+    /// Golden bytes: the stored encoding may only change with a new format byte (and a
+    /// migration); an accidental change of any record fails here.
+    #[test]
+    fn golden_bytes_pin_every_record_encoding() {
+        let event = sample_event();
+        let t1 = UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789);
+        let golden = |name: &str, bytes: Vec<u8>, hex_: &str| {
+            assert_eq!(hex::encode(&bytes), hex_, "the {name} encoding changed");
+        };
+        const EVENT: &str = "0730314a2d657674072f6f726465727303312e300d6f726465722e6372656174656401076f726465722d3714323032362d31312d30325431303a30303a30305a01106170706c69636174696f6e2f6a736f6e00010c7b22746f74616c223a31327d0730314a2d657674000105616c696365010b7472616365706172656e740b30302d61622d63642d303101076f726465722d370103";
+        golden(
+            "format-1 event record",
+            encode_event_record(1_700_000_000_123, &event),
+            &format!("01fbd095ffbc31{EVENT}"),
+        );
+        golden("event body", encode_event_body(&event), EVENT);
+        golden(
+            "chunk",
+            golden_chunk(),
+            concat!(
+                "02fbd095ffbc310295010730314a2d657674072f6f726465727303312e300d6f726465722e",
+                "6372656174656401076f726465722d3714323032362d31312d30325431303a30303a30305a01",
+                "106170706c69636174696f6e2f6a736f6e00010c7b22746f74616c223a31327d0730314a2d65",
+                "7674000105616c696365010b7472616365706172656e740b30302d61622d63642d303101076f",
+                "726465722d37010389010830314a2d65767432072f6f726465727303312e300d6f726465722e",
+                "6372656174656401076f726465722d3714323032362d31312d30325431303a30303a30305a01",
+                "106170706c69636174696f6e2f6a736f6e00000730314a2d657674000105616c696365010b74",
+                "72616365706172656e740b30302d61622d63642d303101076f726465722d370103",
+            ),
+        );
+        let attempts = AttemptRecord {
+            attempts: 2,
+            first_failure: Some(t1),
+            last_failure: None,
+            last_error: Some(Failure {
+                kind: FailureKind::Timeout,
+                message: "nope".into(),
+            }),
+        };
+        golden(
+            "attempt record",
+            encode_attempts(&attempts),
+            "010201959a97ece39fe7cb170003046e6f7065",
+        );
+        let stored = StoredEvent {
+            position: Position {
+                topic: "order-events".into(),
+                partition: 3,
+                offset: 99,
+            },
+            event: event.clone(),
+        };
+        golden(
+            "stream entry",
+            encode_stored(&stored),
+            &format!("010c6f726465722d6576656e74730363{}", EVENT),
+        );
+        let letter = DeadLetterRecord {
+            event: stored,
+            plugin: "billing".into(),
+            plugin_version: "1.2.0".into(),
+            plugin_digest: "sha256:abc".into(),
+            kind: FailureKind::Trap,
+            message: "boom".into(),
+            attempts: 5,
+            first_failure: t1,
+            last_failure: t1 + Duration::from_millis(1500),
+        };
+        golden(
+            "dead letter",
+            encode_dead_letter("billing", &letter),
+            &format!(
+                "010762696c6c696e670c6f726465722d6576656e74730363{EVENT}{}",
+                "0762696c6c696e6705312e322e300a7368613235363a6162630204626f6f6d05959a97ece39fe7cb1795f8b7b7e99fe7cb17"
+            ),
+        );
+        let mut enc = Enc::record();
+        encode_topic_config(
+            &mut enc,
+            &TopicConfig {
+                partitions: 4,
+                retention: RetentionPolicy {
+                    max_age: Some(Duration::from_secs(3600)),
+                    max_partition_bytes: Some(1 << 20),
+                    delete_unconsumed: true,
+                },
+            },
+        );
+        golden("topic config", enc.finish(), "01040180dddb010180804001");
+    }
+
+    #[test]
+    fn chunks_read_back_event_by_event_and_refuse_damage() {
+        let buf = golden_chunk();
+        let mut chunk = Chunk::open(&buf).unwrap();
+        assert_eq!((chunk.append_ms, chunk.count), (1_700_000_000_123, 2));
+        let first = decode_event_body(chunk.next_body().unwrap().unwrap()).unwrap();
+        assert_eq!(first, sample_event());
+        let second = chunk.next_body().unwrap().unwrap();
+        assert_eq!(event_body_id(second).unwrap(), "01J-evt2");
+        assert_eq!(chunk.next_body().unwrap(), None);
+        for cut in 1..buf.len() {
+            let mut chunk = match Chunk::open(&buf[..cut]) {
+                Ok(chunk) => chunk,
+                Err(_) => continue,
+            };
+            let mut damaged = false;
+            loop {
+                match chunk.next_body() {
+                    Ok(Some(body)) => damaged |= decode_event_body(body).is_err(),
+                    Ok(None) => break,
+                    Err(_) => {
+                        damaged = true;
+                        break;
+                    }
+                }
+            }
+            assert!(damaged, "a chunk cut at {cut} is noticed");
+        }
+        let mut longer = buf.clone();
+        longer.push(0);
+        let mut chunk = Chunk::open(&longer).unwrap();
+        chunk.next_body().unwrap();
+        chunk.next_body().unwrap();
+        assert!(matches!(chunk.next_body(), Err(LogError::Corrupt(_))));
+        let mut future = buf;
+        future[0] = CHUNK_FORMAT + 1;
+        assert!(matches!(
+            Chunk::open(&future),
+            Err(LogError::UnsupportedFormat { found: 3, .. })
+        ));
     }
 }

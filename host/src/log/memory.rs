@@ -318,7 +318,8 @@ impl Txn<'_> {
         for Planned {
             topic: name,
             event,
-            record,
+            size,
+            ..
         } in planned
         {
             let duplicate = self.duplicate_of(&name, &event.id);
@@ -345,10 +346,10 @@ impl Txn<'_> {
             // `partition_for` is below the partition count, which is the vector's length.
             let part = &mut topic.partitions[partition as usize];
             let offset = part.end();
-            part.bytes += record.len() as u64;
+            part.bytes += size as u64;
             part.events.push_back(Entry {
                 append_ms: self.now_ms,
-                bytes: record.len() as u64,
+                bytes: size as u64,
                 event: event.clone(),
             });
             topic

@@ -7,7 +7,7 @@
 
 use crate::event::Event;
 
-use super::encoding::encode_event_record;
+use super::encoding::{encode_event_body, event_record_len};
 use super::{
     LogConfig, LogError, NewEvent, OffsetAdvance, StateChange, TopicConfig, validate_topic_name,
 };
@@ -64,8 +64,10 @@ pub(crate) fn check_stream_name(stream: &str) -> Result<(), LogError> {
 pub(crate) struct Planned {
     pub(crate) topic: String,
     pub(crate) event: Event,
-    /// The encoded partition entry; its length is what size limits and retention count.
-    pub(crate) record: Vec<u8>,
+    /// The event's encoding (`encode_event_body`).
+    pub(crate) body: Vec<u8>,
+    /// What size limits and retention count (`event_record_len`).
+    pub(crate) size: usize,
 }
 
 /// Checks and encodes events; everything that can refuse them is decided here. `stream` is
@@ -102,18 +104,20 @@ pub(crate) fn plan(
             }
             None => {}
         }
-        let record = encode_event_record(now_ms, &event);
-        if record.len() > config.max_event_bytes {
+        let body = encode_event_body(&event);
+        let size = event_record_len(now_ms, body.len());
+        if size > config.max_event_bytes {
             return Err(LogError::EventTooLarge {
                 id: event.id,
-                size: record.len(),
+                size,
                 limit: config.max_event_bytes,
             });
         }
         planned.push(Planned {
             topic,
             event,
-            record,
+            body,
+            size,
         });
     }
     Ok(planned)

@@ -5,9 +5,11 @@
 //! - `writer`: the group-commit writer; every write goes through it.
 //! - `read`: read operations.
 //! - `retention`: the retention pass and its background trigger.
+//! - `migrate`: opening a file of an older layout (format 1 → 2).
 //! - `error`: redb errors into [`LogError`].
 
 mod error;
+mod migrate;
 mod read;
 mod retention;
 mod tables;
@@ -26,7 +28,6 @@ use self::error::storage;
 use self::retention::RetentionTask;
 use self::tables::*;
 use self::writer::{Committed, Request, Writer};
-use super::encoding::FORMAT;
 use super::watch::{EndSignal, EndWatch};
 use super::{
     Appended, AttemptRecord, CommitOutcome, ConsumerCommit, DeadLetter, DeadLetterId, EventLog,
@@ -174,22 +175,30 @@ impl Drop for RedbLog {
 
 /// Creates the tables on first open, checks the format, and loads the writer's cache.
 fn init(db: &Database) -> Result<Committed, LogError> {
+    let format = {
+        let txn = db.begin_read()?;
+        match txn.open_table(META) {
+            Ok(meta) => meta.get(META_FORMAT)?.map(|g| g.value()),
+            Err(::redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    match format {
+        None | Some(LAYOUT) => {}
+        Some(1) => migrate::from_v1(db)?,
+        Some(found) => {
+            return Err(LogError::UnsupportedFormat {
+                found,
+                supported: LAYOUT,
+            });
+        }
+    }
     let txn = db.begin_write()?;
     {
         // Opening a table in a write transaction creates it.
         let mut tables = writer::Tables::open(&txn)?;
-        let format = tables.meta.get(META_FORMAT)?.map(|g| g.value());
-        match format {
-            None => {
-                tables.meta.insert(META_FORMAT, u64::from(FORMAT))?;
-            }
-            Some(found) if found == u64::from(FORMAT) => {}
-            Some(found) => {
-                return Err(LogError::UnsupportedFormat {
-                    found,
-                    supported: u64::from(FORMAT),
-                });
-            }
+        if format.is_none() {
+            tables.meta.insert(META_FORMAT, LAYOUT)?;
         }
     }
     txn.commit()?;

@@ -5,7 +5,7 @@ use ::redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable};
 use super::tables::*;
 use crate::event::{Position, StoredEvent};
 use crate::log::encoding::{
-    decode_attempts, decode_dead_letter, decode_event_record, decode_stored,
+    Chunk, decode_attempts, decode_dead_letter, decode_event_body, decode_stored,
 };
 use crate::log::{AttemptRecord, DeadLetter, DeadLetterId, LogError, TopicInfo};
 
@@ -92,22 +92,40 @@ pub(super) fn read(
 ) -> Result<Vec<StoredEvent>, LogError> {
     let txn = db.begin_read()?;
     let meta = locate(&txn, topic, partition)?;
-    let events = txn.open_table(EVENTS)?;
+    let chunks = txn.open_table(CHUNKS)?;
     let mut out = Vec::with_capacity(max_events.min(1024));
-    for row in events
-        .range((meta.id, partition, from)..=(meta.id, partition, u64::MAX))?
-        .take(max_events)
+    if max_events == 0 {
+        return Ok(out);
+    }
+    // The chunk holding `from` is the last one starting at or before it; below the
+    // retained start there is none, and reading begins with the first chunk.
+    let seek = match chunks
+        .range((meta.id, partition, 0)..=(meta.id, partition, from))?
+        .next_back()
     {
-        let (key, record) = row?;
-        let (_, event) = decode_event_record(record.value())?;
-        out.push(StoredEvent {
-            position: Position {
-                topic: topic.to_owned(),
-                partition,
-                offset: key.value().2,
-            },
-            event,
-        });
+        Some(row) => row?.0.value().2,
+        None => from,
+    };
+    for row in chunks.range((meta.id, partition, seek)..=(meta.id, partition, u64::MAX))? {
+        let (key, value) = row?;
+        let mut offset = key.value().2;
+        let mut chunk = Chunk::open(value.value())?;
+        while let Some(body) = chunk.next_body()? {
+            if offset >= from {
+                out.push(StoredEvent {
+                    position: Position {
+                        topic: topic.to_owned(),
+                        partition,
+                        offset,
+                    },
+                    event: decode_event_body(body)?,
+                });
+                if out.len() == max_events {
+                    return Ok(out);
+                }
+            }
+            offset += 1;
+        }
     }
     Ok(out)
 }

@@ -8,7 +8,12 @@ use ::redb::TableDefinition;
 use crate::log::encoding::{Dec, Enc, decode_topic_config, encode_topic_config};
 use crate::log::{LogError, PartitionInfo, TopicConfig};
 
-/// `format` (the record format of the file), `next_topic_id`, `next_dead_letter_id`.
+/// The layout of the file's tables (`meta.format`). 1: one row per event in `events` plus
+/// the `dedupe_by_time` index; 2: one chunk per (partition, transaction) in `chunks`, dedupe
+/// expiry by a per-partition cursor. A format-1 file is migrated when it is opened.
+pub(super) const LAYOUT: u64 = 2;
+
+/// `format` (the [`LAYOUT`] of the file), `next_topic_id`, `next_dead_letter_id`.
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub(super) const META_FORMAT: &str = "format";
 pub(super) const META_NEXT_TOPIC: &str = "next_topic_id";
@@ -20,13 +25,23 @@ pub(super) const TOPICS: TableDefinition<&str, &[u8]> = TableDefinition::new("to
 /// retention emptying a partition.
 pub(super) const PARTITIONS: TableDefinition<(u32, u32), (u64, u64, u64)> =
     TableDefinition::new("partitions");
-/// (topic id, partition, offset) → event record
-pub(super) const EVENTS: TableDefinition<(u32, u32, u64), &[u8]> = TableDefinition::new("events");
+/// (topic id, partition, first offset) → chunk: the events one transaction appended to the
+/// partition (`encoding::ChunkBuilder`). A read by offset seeks the last chunk starting at
+/// or before it.
+pub(super) const CHUNKS: TableDefinition<(u32, u32, u64), &[u8]> = TableDefinition::new("chunks");
 /// (topic id, event id) → (partition, offset, append ms)
 pub(super) const DEDUPE: TableDefinition<(u32, &str), (u32, u64, u64)> =
     TableDefinition::new("dedupe");
-/// (append ms, topic id, event id) → (): expiry order of `DEDUPE`
-pub(super) const DEDUPE_BY_TIME: TableDefinition<(u64, u32, &str), ()> =
+/// (topic id, partition) → offset: the dedupe entries of the partition's events before it
+/// have been expired (the dedupe window passed, or retention deleted them).
+pub(super) const DEDUPE_SWEPT: TableDefinition<(u32, u32), u64> =
+    TableDefinition::new("dedupe_swept");
+
+/// Layout 1 only, read once by the migration: (topic id, partition, offset) → event record.
+pub(super) const EVENTS_V1: TableDefinition<(u32, u32, u64), &[u8]> =
+    TableDefinition::new("events");
+/// Layout 1 only: (append ms, topic id, event id) → (), the expiry order of `DEDUPE`.
+pub(super) const DEDUPE_BY_TIME_V1: TableDefinition<(u64, u32, &str), ()> =
     TableDefinition::new("dedupe_by_time");
 /// stream → current version
 pub(super) const STREAMS: TableDefinition<&str, u64> = TableDefinition::new("streams");

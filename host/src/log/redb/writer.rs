@@ -24,19 +24,15 @@ use super::error::storage;
 use super::tables::*;
 use crate::event::{Position, StoredEvent};
 use crate::log::encoding::{
-    decode_dead_letter, decode_event_record, encode_attempts, encode_dead_letter,
-    encode_event_record, encode_stored, millis_since_epoch,
+    Chunk, ChunkBuilder, decode_dead_letter, decode_event_body, encode_attempts,
+    encode_dead_letter, encode_stored, millis_since_epoch,
 };
 use crate::log::pending::Answer;
+use crate::log::rules::{self, Planned};
 use crate::log::{
     Appended, CommitOutcome, ConsumerCommit, DeadLetterId, ExpectedVersion, LogError, NewEvent,
     PartitionInfo, RetentionReport, StateKey, TopicConfig, TopicInfo, partition_for, partition_key,
-    validate_topic_name,
 };
-
-/// The most partitions a topic may have.
-pub(super) const MAX_PARTITIONS: u32 = 4096;
-const MAX_STREAM_NAME: usize = 1024;
 
 pub(super) enum Request {
     CreateTopic {
@@ -345,9 +341,9 @@ pub(super) struct Tables<'t> {
     pub(super) meta: Table<'t, &'static str, u64>,
     pub(super) topics: Table<'t, &'static str, &'static [u8]>,
     pub(super) partitions: Table<'t, (u32, u32), (u64, u64, u64)>,
-    pub(super) events: Table<'t, (u32, u32, u64), &'static [u8]>,
+    pub(super) chunks: Table<'t, (u32, u32, u64), &'static [u8]>,
     pub(super) dedupe: Table<'t, (u32, &'static str), (u32, u64, u64)>,
-    pub(super) dedupe_by_time: Table<'t, (u64, u32, &'static str), ()>,
+    pub(super) dedupe_swept: Table<'t, (u32, u32), u64>,
     pub(super) streams: Table<'t, &'static str, u64>,
     pub(super) stream_events: Table<'t, (&'static str, u64), &'static [u8]>,
     pub(super) offsets: Table<'t, (&'static str, u32, u32), u64>,
@@ -363,9 +359,9 @@ impl<'t> Tables<'t> {
             meta: txn.open_table(META)?,
             topics: txn.open_table(TOPICS)?,
             partitions: txn.open_table(PARTITIONS)?,
-            events: txn.open_table(EVENTS)?,
+            chunks: txn.open_table(CHUNKS)?,
             dedupe: txn.open_table(DEDUPE)?,
-            dedupe_by_time: txn.open_table(DEDUPE_BY_TIME)?,
+            dedupe_swept: txn.open_table(DEDUPE_SWEPT)?,
             streams: txn.open_table(STREAMS)?,
             stream_events: txn.open_table(STREAM_EVENTS)?,
             offsets: txn.open_table(OFFSETS)?,
@@ -375,13 +371,6 @@ impl<'t> Tables<'t> {
             dead_letters_by_plugin: txn.open_table(DEAD_LETTERS_BY_PLUGIN)?,
         })
     }
-}
-
-/// An event that passed every check and only needs writing.
-struct Planned {
-    topic: String,
-    event: crate::event::Event,
-    record: Vec<u8>,
 }
 
 /// One write transaction in progress, with what it changed on top of [`Committed`].
@@ -394,6 +383,9 @@ pub(super) struct Batch<'t, 'c> {
     pub(super) topics: HashMap<String, TopicMeta>,
     /// Partitions touched in this batch.
     pub(super) parts: HashMap<(u32, u32), PartitionInfo>,
+    /// The events this batch appends to each partition: one chunk each, keyed by its first
+    /// offset and written when the batch finishes.
+    chunks: HashMap<(u32, u32), (u64, ChunkBuilder)>,
     next_topic_id: u32,
     next_dead_letter_id: u64,
     events: u64,
@@ -414,6 +406,7 @@ impl<'t, 'c> Batch<'t, 'c> {
             now_ms: millis_since_epoch(now),
             topics: HashMap::new(),
             parts: HashMap::new(),
+            chunks: HashMap::new(),
             next_topic_id: committed.next_topic_id,
             next_dead_letter_id: committed.next_dead_letter_id,
             events: 0,
@@ -421,8 +414,14 @@ impl<'t, 'c> Batch<'t, 'c> {
         })
     }
 
-    /// Writes the batch's bookkeeping rows and releases the tables.
+    /// Writes the batch's chunks and bookkeeping rows and releases the tables.
     fn finish(mut self) -> Result<Effects, Fatal> {
+        for ((topic, partition), (first, chunk)) in &self.chunks {
+            self.t.chunks.insert(
+                (*topic, *partition, *first),
+                chunk.finish(self.now_ms).as_slice(),
+            )?;
+        }
         for ((topic, partition), info) in &self.parts {
             self.t
                 .partitions
@@ -536,14 +535,8 @@ impl<'t, 'c> Batch<'t, 'c> {
     }
 
     fn create_topic(&mut self, name: &str, config: &TopicConfig) -> Applied<TopicInfo> {
-        if let Err(e) = validate_topic_name(name) {
+        if let Err(e) = rules::check_topic_config(name, config) {
             refuse!(e);
-        }
-        if config.partitions == 0 || config.partitions > MAX_PARTITIONS {
-            refuse!(LogError::Invalid(format!(
-                "a topic has 1 to {MAX_PARTITIONS} partitions, not {}",
-                config.partitions
-            )));
         }
         let meta = match self.topic_meta(name) {
             Some(existing) if existing.config.partitions != config.partitions => {
@@ -585,56 +578,57 @@ impl<'t, 'c> Batch<'t, 'c> {
         events: Vec<NewEvent>,
         stream: Option<(&str, u64)>,
     ) -> Result<Vec<Planned>, LogError> {
-        let config = &self.shared.config;
-        let mut planned = Vec::with_capacity(events.len());
-        for (i, new) in events.into_iter().enumerate() {
-            let topic = new.topic().into_owned();
-            validate_topic_name(&topic)?;
-            if self.topic_meta(&topic).is_none() && !config.auto_create_topics {
-                return Err(LogError::UnknownTopic(topic));
-            }
-            let mut event = new.event;
-            if event.id.is_empty() {
-                return Err(LogError::Invalid("an event has an empty id".into()));
-            }
-            match stream {
-                Some((name, first)) => {
-                    event.stream = Some(name.to_owned());
-                    event.streamversion = Some(first + i as u64);
-                }
-                None if event.stream.is_some() || event.streamversion.is_some() => {
-                    return Err(LogError::Invalid(format!(
-                        "event `{}` names a stream: stream events are appended to their stream",
-                        event.id
-                    )));
-                }
-                None => {}
-            }
-            let record = encode_event_record(self.now_ms, &event);
-            if record.len() > config.max_event_bytes {
-                return Err(LogError::EventTooLarge {
-                    id: event.id,
-                    size: record.len(),
-                    limit: config.max_event_bytes,
-                });
-            }
-            planned.push(Planned {
-                topic,
-                event,
-                record,
-            });
-        }
-        Ok(planned)
+        rules::plan(events, stream, self.now_ms, &self.shared.config, |topic| {
+            self.topic_meta(topic).is_some()
+        })
     }
 
     /// The position of an id already in the topic within the dedupe window.
     fn duplicate_of(&self, topic: u32, id: &str) -> Result<Option<(u32, u64)>, Fatal> {
-        let window = self.shared.config.dedupe_window.as_millis() as u64;
         Ok(self.t.dedupe.get((topic, id))?.and_then(|guard| {
             let (partition, offset, at_ms) = guard.value();
-            // A clock that went backwards keeps the entry (saturating age 0).
-            (self.now_ms.saturating_sub(at_ms) < window).then_some((partition, offset))
+            rules::within_dedupe_window(self.now_ms, at_ms, &self.shared.config)
+                .then_some((partition, offset))
         }))
+    }
+
+    /// The event at a position, as of this point in the batch (its own chunks included).
+    fn event_at(
+        &self,
+        topic: u32,
+        partition: u32,
+        offset: u64,
+    ) -> Result<Option<crate::event::Event>, Fatal> {
+        if let Some((first, chunk)) = self.chunks.get(&(topic, partition))
+            && offset >= *first
+        {
+            return match chunk.body(offset - first) {
+                Ok(Some(body)) => Ok(decode_event_body(body).ok()),
+                _ => Ok(None),
+            };
+        }
+        let Some(row) = self
+            .t
+            .chunks
+            .range((topic, partition, 0)..=(topic, partition, offset))?
+            .next_back()
+        else {
+            return Ok(None);
+        };
+        let (key, value) = row?;
+        let first = key.value().2;
+        let Ok(mut chunk) = Chunk::open(value.value()) else {
+            return Ok(None);
+        };
+        for _ in first..offset {
+            if !matches!(chunk.next_body(), Ok(Some(_))) {
+                return Ok(None);
+            }
+        }
+        Ok(match chunk.next_body() {
+            Ok(Some(body)) => decode_event_body(body).ok(),
+            _ => None,
+        })
     }
 
     /// Writes planned events; the only failures left are storage errors.
@@ -643,22 +637,13 @@ impl<'t, 'c> Batch<'t, 'c> {
         for Planned {
             topic,
             event,
-            record,
+            body,
+            size,
         } in planned
         {
             let meta = match self.topic_meta(&topic) {
                 Some(meta) => meta.clone(),
-                None => {
-                    let config = TopicConfig {
-                        partitions: self
-                            .shared
-                            .config
-                            .default_partitions
-                            .clamp(1, MAX_PARTITIONS),
-                        retention: self.shared.config.default_retention.clone(),
-                    };
-                    self.insert_topic(&topic, config)?
-                }
+                None => self.insert_topic(&topic, rules::auto_topic_config(&self.shared.config))?,
             };
             let tid = meta.id;
             let partition = partition_for(partition_key(&event), meta.config.partitions);
@@ -679,16 +664,16 @@ impl<'t, 'c> Batch<'t, 'c> {
             let part = self.part_mut(tid, partition);
             let offset = part.end;
             part.end += 1;
-            part.bytes += record.len() as u64;
-            self.t
-                .events
-                .insert((tid, partition, offset), record.as_slice())?;
+            part.bytes += size as u64;
+            let now_ms = self.now_ms;
+            self.chunks
+                .entry((tid, partition))
+                .or_insert_with(|| (offset, ChunkBuilder::default()))
+                .1
+                .push(&body);
             self.t
                 .dedupe
-                .insert((tid, event.id.as_str()), (partition, offset, self.now_ms))?;
-            self.t
-                .dedupe_by_time
-                .insert((self.now_ms, tid, event.id.as_str()), ())?;
+                .insert((tid, event.id.as_str()), (partition, offset, now_ms))?;
             self.events += 1;
             let position = Position {
                 topic,
@@ -726,10 +711,8 @@ impl<'t, 'c> Batch<'t, 'c> {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Applied<Vec<Appended>> {
-        if stream.is_empty() || stream.len() > MAX_STREAM_NAME {
-            refuse!(LogError::Invalid(format!(
-                "a stream name has 1 to {MAX_STREAM_NAME} bytes"
-            )));
+        if let Err(e) = rules::check_stream_name(stream) {
+            refuse!(e);
         }
         let current = self.t.streams.get(stream)?.map_or(0, |g| g.value());
         // A retry of an append that already went through: answer the originals.
@@ -747,11 +730,8 @@ impl<'t, 'c> Batch<'t, 'c> {
                 && let Some((partition, offset)) = self.duplicate_of(meta.id, &new.event.id)?
             {
                 let stream_version = self
-                    .t
-                    .events
-                    .get((meta.id, partition, offset))?
-                    .and_then(|g| decode_event_record(g.value()).ok())
-                    .and_then(|(_, e)| e.streamversion);
+                    .event_at(meta.id, partition, offset)?
+                    .and_then(|e| e.streamversion);
                 originals.push(Appended {
                     id: new.event.id.clone(),
                     position: Position {
