@@ -392,6 +392,17 @@ fn no_panicking_or_debugging_macros_outside_tests() {
 mod reader {
     use super::*;
 
+    /// A reader that blanked too much would pass every check: in each file
+    /// that is not test-only, everything before its first `#[cfg(test)]`
+    /// is checked.
+    #[test]
+    fn all_code_before_the_first_cfg_test_is_checked() {
+        for s in sources().iter().filter(|s| !s.non_test.is_empty()) {
+            let cut = s.code.find(CFG_TEST).unwrap_or(s.code.len());
+            assert!(s.non_test[..cut] == s.code[..cut], "host/src/{}", s.path);
+        }
+    }
+
     #[test]
     fn comments_and_literals_are_blanked_and_lines_kept() {
         let code = blank_comments_and_literals(
