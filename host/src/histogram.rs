@@ -6,8 +6,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use serde::Serialize;
-
 /// Seconds, ×4 steps from 10 µs to ~10 s: plugin calls.
 pub const CALL_SECONDS: &[f64] = &[
     0.00001, 0.00004, 0.00016, 0.00064, 0.00256, 0.01024, 0.04096, 0.16384, 0.65536, 2.62144,
@@ -33,7 +31,7 @@ pub struct Histogram {
 }
 
 /// A reading of a [`Histogram`].
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct HistogramSnapshot {
     /// `(upper bound, observations in this bucket)`, not cumulative; the last
     /// bound is infinity.

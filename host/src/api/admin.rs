@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::cloudevents::stored_json;
+use super::dto::{PluginEntryJson, PluginListJson, ReplayJson, SchemaJson, SchemaListJson};
 use super::{ApiError, ApiResult, ApiState, Params, body, path_param};
 use crate::daemon::metrics::Snapshot;
 use crate::daemon::schemas::{PutOutcome, SchemaError};
@@ -56,22 +57,15 @@ pub(super) async fn metrics(State(state): State<Arc<ApiState>>) -> ApiResult<Res
 pub(super) async fn plugins(
     State(state): State<Arc<ApiState>>,
     RawQuery(query): RawQuery,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<PluginListJson>> {
     Params::parse(query.as_deref(), &[])?;
-    let mut out: Vec<Value> = Vec::new();
-    for status in state.dispatcher.plugins().await {
-        out.push(serde_json::to_value(status).unwrap_or(Value::Null));
-    }
-    for failed in state.loader.failures() {
-        out.push(json!({
-            "name": failed.name,
-            "file": failed.file,
-            "state": "failed",
-            "last_error": failed.error,
-            "failed_at": failed.at,
-        }));
-    }
-    Ok(Json(json!({ "plugins": out })))
+    let deployed = state.dispatcher.plugins().await.into_iter();
+    let failed = state.loader.failures().into_iter();
+    let plugins = deployed
+        .map(|s| PluginEntryJson::Deployed(s.into()))
+        .chain(failed.map(|f| PluginEntryJson::Failed(f.into())))
+        .collect();
+    Ok(Json(PluginListJson { plugins }))
 }
 
 fn rfc3339(t: SystemTime) -> String {
@@ -155,12 +149,10 @@ pub(super) async fn dlq_delete(
 pub(super) async fn dlq_replay(
     State(state): State<Arc<ApiState>>,
     path: Result<Path<String>, PathRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ReplayJson>> {
     let id = dead_letter_id(path)?;
     let outcome = state.dispatcher.replay(id).await?;
-    let mut v = serde_json::to_value(outcome).unwrap_or(Value::Null);
-    v["id"] = id.0.into();
-    Ok(Json(v))
+    Ok(Json(ReplayJson::new(id, outcome)))
 }
 
 pub(super) async fn dlq_replay_many(
@@ -230,27 +222,27 @@ pub(super) async fn schema_put(
 pub(super) async fn schema_list(
     State(state): State<Arc<ApiState>>,
     RawQuery(query): RawQuery,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SchemaListJson>> {
     let params = Params::parse(query.as_deref(), &["type"])?;
-    let list: Vec<Value> = state
+    let schemas = state
         .schemas
         .list()
         .into_iter()
         .filter(|s| params.str("type").is_none_or(|t| t == s.ty))
-        .map(|s| serde_json::to_value(s).unwrap_or(Value::Null))
+        .map(SchemaJson::from)
         .collect();
-    Ok(Json(json!({ "schemas": list })))
+    Ok(Json(SchemaListJson { schemas }))
 }
 
 pub(super) async fn schema_get(
     State(state): State<Arc<ApiState>>,
     path: Result<Path<(String, String)>, PathRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SchemaJson>> {
     let (ty, version) = path_param(path)?;
     state
         .schemas
         .get(&ty, &version)
-        .map(|s| Json(serde_json::to_value(s).unwrap_or(Value::Null)))
+        .map(|s| Json(s.into()))
         .ok_or_else(|| {
             ApiError::not_found(
                 "unknown_schema",

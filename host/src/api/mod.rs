@@ -8,9 +8,11 @@
 //! - `publish`: publishing to topics and appending to streams; stream reads.
 //! - `topics`: topic listing, reads and the live tail (server-sent events).
 //! - `admin`: plugins, dead letters, schemas, `/metrics`, `/healthz`.
+//! - `dto`: the wire types of answers built from library structs.
 
 mod admin;
 pub mod cloudevents;
+pub mod dto;
 pub mod error;
 mod publish;
 mod topics;

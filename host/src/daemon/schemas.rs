@@ -47,7 +47,9 @@ pub enum PutOutcome {
     Unchanged,
 }
 
-/// A registered schema, as listed.
+/// A registered schema, as listed. Its serde form is the registry's file
+/// format (`DATA/schemas/<type>/<version>.json`); the API answers with its
+/// own `api::dto::SchemaJson`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SchemaInfo {
     #[serde(rename = "type")]

@@ -30,8 +30,6 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::broadcast;
 
-use serde::Serialize;
-
 pub use self::backoff::delay_for_attempt;
 pub use self::breaker::{BreakerConfig, BreakerState};
 pub use self::matcher::Matcher;
@@ -117,7 +115,7 @@ pub struct PluginSettings {
 }
 
 /// What a partition does while one of its events is being retried.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum OrderingMode {
     /// The partition waits: events are handled strictly in offset order.
@@ -160,8 +158,7 @@ impl Deployment {
 }
 
 /// Running, paused by the breaker, or stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunState {
     Running,
     Paused,
@@ -169,7 +166,7 @@ pub enum RunState {
 }
 
 /// One partition's progress.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct PartitionLag {
     pub topic: String,
     pub partition: u32,
@@ -181,7 +178,7 @@ pub struct PartitionLag {
 }
 
 /// What `GET /v1/plugins` and the metrics show of a plugin.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct PluginStatus {
     pub name: String,
     pub version: String,
@@ -218,8 +215,7 @@ pub enum DispatchError {
 }
 
 /// The result of replaying one dead letter.
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "outcome", rename_all = "snake_case")]
+#[derive(Debug, Clone)]
 pub enum ReplayOutcome {
     /// Handled; the effects are committed and the dead letter removed.
     Succeeded,
