@@ -388,6 +388,34 @@ fn no_panicking_or_debugging_macros_outside_tests() {
     );
 }
 
+#[test]
+fn the_dispatcher_writes_only_through_commit() {
+    // Every write of the log except `commit`: a dispatcher that used one would write
+    // outside the fenced, all-or-nothing consumer commit (ARCHITECTURE.md, dispatch/).
+    let writes = [
+        "set_offset",
+        "append",
+        "append_to_stream",
+        "create_topic",
+        "delete_dead_letter",
+        "enforce_retention",
+    ];
+    let mut found = Vec::new();
+    for src in sources().iter().filter(|s| s.path.starts_with("dispatch/")) {
+        for write in writes {
+            let calls = find_word(&src.non_test, write)
+                .into_iter()
+                .filter(|&o| o > 0 && src.non_test[..o].ends_with('.'))
+                .filter(|&o| src.non_test[o + write.len()..].starts_with('('));
+            found.extend(calls.map(|o| at(src, &src.non_test, o)));
+        }
+    }
+    report(
+        "the dispatcher writes only through EventLog::commit (one fenced transaction)",
+        found,
+    );
+}
+
 /// The reader itself: what it must blank and what it must keep.
 mod reader {
     use super::*;

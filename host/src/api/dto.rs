@@ -49,6 +49,9 @@ pub struct PluginJson {
     pub call_latency: HistogramJson,
     pub lag: u64,
     pub partitions: Vec<PartitionLagJson>,
+    /// Consumer tasks that ended unexpectedly and were restarted, and why the last did.
+    pub consumer_restarts: u64,
+    pub consumer_error: Option<String>,
 }
 
 impl From<PluginStatus> for PluginJson {
@@ -67,6 +70,8 @@ impl From<PluginStatus> for PluginJson {
             call_latency,
             lag,
             partitions,
+            consumer_restarts,
+            consumer_error,
         } = s;
         PluginJson {
             name,
@@ -82,6 +87,8 @@ impl From<PluginStatus> for PluginJson {
             call_latency: call_latency.into(),
             lag,
             partitions: partitions.into_iter().map(Into::into).collect(),
+            consumer_restarts,
+            consumer_error,
         }
     }
 }
@@ -300,6 +307,8 @@ mod tests {
                 end: 10,
                 lag: 4,
             }],
+            consumer_restarts: 1,
+            consumer_error: Some("orders-a/0: panicked: boom".into()),
         };
         assert_eq!(
             wire(PluginEntryJson::Deployed(status.into())),
@@ -313,6 +322,8 @@ mod tests {
                 "partitions": [
                     {"topic": "orders-a", "partition": 0, "committed": 6, "end": 10, "lag": 4}
                 ],
+                "consumer_restarts": 1,
+                "consumer_error": "orders-a/0: panicked: boom",
             })
         );
     }

@@ -216,6 +216,12 @@ impl Collector for SnapshotCollector {
             "Events a plugin parked in the dead-letter store",
             &rows(|p| p.dead_lettered),
         )?;
+        counter(
+            &mut enc,
+            "evhost_plugin_consumer_restarts",
+            "Consumer tasks of a plugin that ended unexpectedly (a panic, a refused write) and were restarted",
+            &rows(|p| p.consumer_restarts),
+        )?;
         let calls: Vec<(Labels, &HistogramSnapshot)> = s
             .plugins
             .iter()
