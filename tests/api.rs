@@ -540,3 +540,99 @@ fn unknown_topics_are_404_when_auto_creation_is_off() {
             .contains("ghost-events")
     );
 }
+
+/// Operators (or a retrying script) replaying the same letters at once: each letter's
+/// effect is committed exactly once, every letter is gone, and the losers are told why
+/// (404: already resolved, 409: being replayed right now).
+#[test]
+fn concurrent_replays_of_the_same_letters_commit_each_effect_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // welcome without its emit grant: every call is parked.
+    let plugins = daemon_support::plugin_dir(dir.path(), &[("welcome", "")]);
+    let d = Daemon::start(
+        &dir.path().join("data"),
+        Options {
+            plugins: Some(plugins.clone()),
+            ..Options::default()
+        },
+    );
+    for i in 0..5 {
+        let (status, body) = d.publish(&event(
+            "user.created",
+            json!({"name": format!("u{i}"), "email": format!("u{i}@example.com")}),
+        ));
+        assert_eq!(status, 201, "{body}");
+    }
+    let mut letters = Vec::new();
+    assert!(
+        support::wait_for(Duration::from_secs(60), || {
+            letters = d.get("/v1/dlq?plugin=welcome").1["dead_letters"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            letters.len() == 5
+        }),
+        "five letters parked: {letters:?}"
+    );
+    let load = |d: &Daemon| d.get("/v1/plugins").1["plugins"][0]["load_number"].as_u64();
+    let before = load(&d);
+    // The operator adds the grant; the new version is deployed.
+    std::fs::write(
+        plugins.join("welcome.toml"),
+        "[grants]\nemit = [\"notification.*\"]\n",
+    )
+    .unwrap();
+    assert!(support::wait_for(Duration::from_secs(30), || load(&d) > before));
+
+    let ids: Vec<u64> = letters.iter().map(|l| l["id"].as_u64().unwrap()).collect();
+    let outcomes: Vec<(u64, u16, Value)> = std::thread::scope(|s| {
+        let tasks: Vec<_> = ids
+            .iter()
+            .flat_map(|id| std::iter::repeat_n(*id, 8))
+            .map(|id| {
+                let d = &d;
+                s.spawn(move || {
+                    let (status, body) =
+                        d.request("POST", &format!("/v1/dlq/{id}/replay"), &[], None);
+                    (id, status, body)
+                })
+            })
+            .collect();
+        tasks.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    for id in &ids {
+        let won: Vec<_> = outcomes
+            .iter()
+            .filter(|(i, status, body)| i == id && *status == 200 && body["outcome"] == "succeeded")
+            .collect();
+        assert_eq!(
+            won.len(),
+            1,
+            "letter {id} replayed exactly once: {outcomes:?}"
+        );
+    }
+    for (_, status, body) in &outcomes {
+        assert!(
+            *status == 200 || *status == 404 || *status == 409,
+            "{status} {body}"
+        );
+        if *status == 409 {
+            assert_eq!(body["error"]["code"], "replay_in_progress", "{body}");
+        }
+        if *status == 404 {
+            assert_eq!(body["error"]["code"], "unknown_dead_letter", "{body}");
+        }
+    }
+    assert_eq!(
+        d.read_all("notification-events", 0).len(),
+        5,
+        "exactly one effect per letter"
+    );
+    assert_eq!(d.get("/v1/dlq").1["dead_letters"], json!([]));
+    // Replaying a resolved letter again: 404.
+    assert_eq!(
+        d.request("POST", &format!("/v1/dlq/{}/replay", ids[0]), &[], None)
+            .0,
+        404
+    );
+}
