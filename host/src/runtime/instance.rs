@@ -28,8 +28,10 @@ pub enum Failure {
     /// The handler asked to be called again later.
     #[error("handler asked to retry: {0}")]
     Retry(String),
-    /// The handler refused the event for good.
-    #[error("handler rejected the event: {0}")]
+    /// The event is refused for good: by the handler, or by the host for the
+    /// call (a refused grant, an emitted event that fails its schema). The
+    /// message says which.
+    #[error("rejected: {0}")]
     Rejected(String),
     /// The guest trapped (a Rust panic arrives here), with its message.
     #[error("trap: {0}")]
