@@ -333,3 +333,33 @@ fn spawn_epoch_ticker(engine: &Engine) -> std::io::Result<()> {
         })
         .map(drop)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_says_where_to_grant_when_the_source_is_known() {
+        let none = Grants::default();
+        assert_eq!(none.refuse_state("p"), "plugin `p` has no `state` grant");
+        let sidecar = none
+            .clone()
+            .from_source(GrantSource::Sidecar("/srv/p.toml".into()));
+        assert_eq!(
+            sidecar.refuse_state("p"),
+            r#"plugin `p` has no `state` grant; add "state = true" under [grants] in /srv/p.toml"#
+        );
+        let narrow = Grants::new(vec!["a.*".into()], false)
+            .unwrap()
+            .from_source(GrantSource::Sidecar("/srv/p.toml".into()));
+        assert_eq!(
+            narrow.refuse_emit("p", "b.done"),
+            r#"plugin `p` may not emit type `b.done`: its `emit` grant allows a.*; add "b.done" (or a pattern matching it) to emit under [grants] in /srv/p.toml"#
+        );
+        let cli = none.from_source(GrantSource::Described("rerun with --grant-all".into()));
+        assert!(
+            cli.refuse_emit("p", "x")
+                .ends_with("; rerun with --grant-all")
+        );
+    }
+}
