@@ -499,3 +499,156 @@ fn a_plugins_committed_state_can_be_read_through_the_api() {
     assert!(text.contains("count/total  3"), "{text}");
     assert!(!text.contains("order.paid"), "prefix not applied: {text}");
 }
+
+/// Dead letters of `plugin`, once there are at least `n`.
+fn wait_for_dead_letters(d: &Daemon, plugin: &str, n: usize) -> Vec<Value> {
+    let mut list = Vec::new();
+    assert!(
+        wait_for(Duration::from_secs(60), || {
+            list = d.get(&format!("/v1/dlq?plugin={plugin}")).1["dead_letters"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            list.len() >= n
+        }),
+        "no dead letter for {plugin}; plugins: {}",
+        d.get("/v1/plugins").1
+    );
+    list
+}
+
+#[test]
+fn a_refused_grant_is_parked_at_the_first_attempt_naming_the_sidecar_and_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    // No sidecars at all: neither may use what it needs. `counter` turns the
+    // refused state access into a retry, `welcome` the refused emit into a reject.
+    let plugins = plugin_dir(dir.path(), &[("counter", ""), ("welcome", "")]);
+    let d = Daemon::start(
+        &dir.path().join("data"),
+        Options {
+            plugins: Some(plugins.clone()),
+            ..Options::default()
+        },
+    );
+    let mut e = event("user.created", json!({"email": "ada@example.com"}));
+    e["subject"] = "u-1".into();
+    assert_eq!(d.publish(&e).0, 201);
+
+    let counter = &wait_for_dead_letters(&d, "counter", 1)[0];
+    assert_eq!(counter["error_kind"], "rejected", "{counter}");
+    assert_eq!(
+        counter["attempts"], 1,
+        "a refused grant is not retried: {counter}"
+    );
+    let message = counter["message"].as_str().unwrap();
+    let sidecar = plugins.join("counter.toml");
+    assert!(
+        message.contains("no `state` grant")
+            && message.contains(&format!(
+                "add \"state = true\" under [grants] in {}",
+                sidecar.display()
+            )),
+        "{message}"
+    );
+
+    let welcome = &wait_for_dead_letters(&d, "welcome", 1)[0];
+    assert_eq!(welcome["error_kind"], "rejected", "{welcome}");
+    assert_eq!(welcome["attempts"], 1, "{welcome}");
+    let message = welcome["message"].as_str().unwrap();
+    let sidecar = plugins.join("welcome.toml");
+    assert!(
+        message.contains(&format!(
+            "add \"notification.requested\" (or a pattern matching it) to emit under [grants] in {}",
+            sidecar.display()
+        )),
+        "{message}"
+    );
+    // Nothing of either call was committed.
+    assert!(d.read_all("notification-events", 0).is_empty());
+    assert_eq!(d.get("/v1/plugins/counter/state").1["entries"], json!([]));
+}
+
+#[test]
+fn a_plugin_flooding_its_log_is_capped_and_its_dead_letter_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let sidecar = "timeout = \"2s\"\n[retry]\nmax-attempts = 1\n";
+    let plugins = plugin_dir(dir.path(), &[("faulty", sidecar)]);
+    let d = Daemon::start(
+        &dir.path().join("data"),
+        Options {
+            plugins: Some(plugins),
+            ..Options::default()
+        },
+    );
+    let before = d.output_bytes();
+    assert_eq!(d.publish(&event("faulty.log-flood", json!({}))).0, 201);
+    let dl = &wait_for_dead_letters(&d, "faulty", 1)[0];
+    assert_eq!(dl["error_kind"], "timeout", "{dl}");
+    let message = dl["message"].as_str().unwrap();
+    assert!(
+        message.contains("timed out after 2s")
+            && message.contains("plugin output capped")
+            && message.contains("lines")
+            && message.contains("dropped"),
+        "{message}"
+    );
+    // The warning about the cap is the last line of the call: once it is
+    // written, the call's output is complete.
+    assert!(wait_for(Duration::from_secs(10), || d
+        .stderr()
+        .iter()
+        .any(|l| l.contains("plugin output capped"))));
+    let written = d.output_bytes() - before;
+    assert!(
+        written < 10 << 20,
+        "the daemon wrote {written} bytes of output for one call"
+    );
+    let forwarded = d
+        .stderr()
+        .iter()
+        .filter(|l| l.contains("faulty: flooding the log"))
+        .count();
+    assert_eq!(forwarded, evhost::runtime::MAX_OUTPUT_LINES);
+}
+
+#[test]
+fn a_plugin_whose_describe_panics_is_listed_as_failed_with_the_panic_message() {
+    const PANIC: &str = "bad-describe: no plugin info today (deliberate panic in describe)";
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = plugin_dir(dir.path(), &[("bad-describe", "")]);
+    let d = Daemon::start(
+        &dir.path().join("data"),
+        Options {
+            plugins: Some(plugins),
+            ..Options::default()
+        },
+    );
+    let out = d.stdout().join("\n");
+    assert!(
+        out.contains("FAILED to load") && out.contains(PANIC),
+        "{out}"
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || d
+            .stderr()
+            .iter()
+            .any(|l| l.contains("plugin not loaded") && l.contains(PANIC))),
+        "the load error's log line carries it: {}",
+        d.stderr().join("\n")
+    );
+    let (status, body) = d.get("/v1/plugins");
+    assert_eq!(status, 200);
+    let entry = body["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "bad-describe")
+        .unwrap_or_else(|| panic!("bad-describe in {body}"))
+        .clone();
+    assert_eq!(entry["state"], "failed");
+    let error = entry["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("describe() failed") && error.contains(PANIC),
+        "{error}"
+    );
+}

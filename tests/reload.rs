@@ -517,6 +517,16 @@ fn sidecar_errors_name_the_key_and_ungranted_capabilities_fail_at_call_time() {
         message.contains("may not emit type `probe.handled`"),
         "{message}"
     );
+    // It says where to grant it, and a refused grant is not retried.
+    let sidecar_file = s.dir.join(format!("{PROBE}.toml"));
+    assert!(
+        message.contains(&format!(
+            "add \"probe.handled\" (or a pattern matching it) to emit under [grants] in {}",
+            sidecar_file.display()
+        )),
+        "{message}"
+    );
+    assert_eq!(dl["attempts"], 1, "{dl}");
     assert_eq!(dl["plugin_version"], format!("0.1.0 (load {load})"));
 
     // A wrongly typed value is named too, and the running version stays.

@@ -4,13 +4,14 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use evhost::event::{self, Event, Position, StoredEvent};
 use evhost::runtime::{
-    Failure, Grants, InstanceSettings, Limits, LoadError, MemoryState, Origin, Runtime,
-    RuntimeConfig,
+    Failure, GrantSource, Grants, InstanceSettings, LimitHit, Limits, LoadError, MAX_OUTPUT_BYTES,
+    MAX_OUTPUT_LINES, MemoryState, Origin, Runtime, RuntimeConfig,
 };
 
 fn runtime() -> Runtime {
@@ -151,6 +152,171 @@ fn emit_and_state_without_grants_are_refused_at_call_time() {
     assert!(err.to_string().contains("no `state` grant"), "{err}");
 }
 
+/// Grants as the loader builds them from `NAME.toml` (which need not exist).
+fn sidecar_grants(emit: &[&str], state: bool, sidecar: &str) -> InstanceSettings {
+    InstanceSettings {
+        grants: Grants::new(emit.iter().map(|p| p.to_string()).collect(), state)
+            .unwrap()
+            .from_source(GrantSource::Sidecar(PathBuf::from(sidecar))),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_refused_grant_is_a_rejection_naming_the_sidecar_and_the_key() {
+    let rt = runtime();
+    // `counter` turns a state error into a retry (the SDK's `?`): it can never
+    // succeed, so the host rejects instead.
+    let counter = rt.load_file(&support::plugin("counter")).unwrap();
+    let mut instance = rt.instance(
+        counter,
+        sidecar_grants(&[], false, "/srv/plugins/counter.toml"),
+    );
+    let err = instance.call(&event("a.b", None), 1).unwrap_err();
+    match &err.failure {
+        Failure::Rejected(m) => assert!(
+            m.contains("no `state` grant")
+                && m.contains(r#"add "state = true" under [grants] in /srv/plugins/counter.toml"#),
+            "{m}"
+        ),
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+
+    let welcome = rt.load_file(&support::plugin("welcome")).unwrap();
+    let mut instance = rt.instance(
+        welcome,
+        sidecar_grants(&["audit.*"], false, "/srv/plugins/welcome.toml"),
+    );
+    let ev = event("user.created", Some(serde_json::json!({"email": "a@b.c"})));
+    let err = instance.call(&ev, 1).unwrap_err();
+    match &err.failure {
+        Failure::Rejected(m) => assert!(
+            m.contains("may not emit type `notification.requested`")
+                && m.contains("audit.*")
+                && m.contains(
+                    r#"add "notification.requested" (or a pattern matching it) to emit under [grants] in /srv/plugins/welcome.toml"#
+                ),
+            "{m}"
+        ),
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_refused_grant_rejects_the_call_even_when_the_guest_swallows_the_error() {
+    let rt = runtime();
+    let faulty = rt.load_file(&support::plugin("faulty")).unwrap();
+    // `emit` granted, `state` not: the guest ignores the refused write and
+    // claims success; committing its emit would silently lose the write.
+    let mut instance = rt.instance(
+        faulty,
+        sidecar_grants(&["faulty.*"], false, "/srv/plugins/faulty.toml"),
+    );
+    let err = instance
+        .call(&event("faulty.swallow-refusal", None), 1)
+        .expect_err("a refused grant fails the call");
+    match &err.failure {
+        Failure::Rejected(m) => assert!(
+            m.contains("no `state` grant") && m.contains("/srv/plugins/faulty.toml"),
+            "{m}"
+        ),
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    // The refusal belongs to that call only.
+    instance
+        .call(&event("faulty.ok", None), 1)
+        .expect("the next call is not affected");
+    assert_eq!(instance.instantiations(), 1);
+}
+
+/// Everything `tracing` writes on this thread while `f` runs (the runtime's
+/// calls are synchronous, so a call's forwarded output lands here).
+fn traced<T>(f: impl FnOnce() -> T) -> (T, String) {
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let sink = Sink::default();
+    let writer = sink.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let out = tracing::subscriber::with_default(subscriber, f);
+    let text = String::from_utf8_lossy(&sink.0.lock().unwrap()).into_owned();
+    (out, text)
+}
+
+#[test]
+fn a_plugin_flooding_its_log_is_capped_and_its_timeout_names_the_dropped_output() {
+    let rt = runtime();
+    let plugin = rt.load_file(&support::plugin("faulty")).unwrap();
+    let limit = Duration::from_millis(500);
+    let mut instance = rt.instance(
+        plugin,
+        InstanceSettings {
+            limits: Limits {
+                timeout: limit,
+                ..Limits::default()
+            },
+            ..granted()
+        },
+    );
+    let (result, output) = traced(|| instance.call(&event("faulty.log-flood", None), 1));
+    let failure = result.expect_err("an endless loop times out").failure;
+
+    let forwarded = output
+        .lines()
+        .filter(|l| l.contains("faulty: flooding the log"))
+        .count();
+    assert_eq!(forwarded, MAX_OUTPUT_LINES, "lines forwarded to tracing");
+    assert!(
+        output.len() < 2 * MAX_OUTPUT_BYTES,
+        "{} bytes of log for one call",
+        output.len()
+    );
+    let warnings: Vec<&str> = output
+        .lines()
+        .filter(|l| l.contains("plugin output capped"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "one warning per call: {warnings:?}");
+
+    let Failure::Timeout(LimitHit { limit: hit, note }) = &failure else {
+        panic!("expected a timeout, got {failure:?}");
+    };
+    assert_eq!(*hit, limit);
+    let note = note
+        .as_deref()
+        .expect("the timeout notes the capped output");
+    let dropped: u64 = note
+        .split("log ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no dropped log line count in {note:?}"));
+    assert!(dropped > 0, "{note}");
+    let message = failure.to_string();
+    assert!(
+        message.starts_with("timed out after")
+            && message.contains("lines")
+            && message.contains("dropped"),
+        "{message}"
+    );
+
+    // The cap is per call: the next call logs again.
+    let (next, output) = traced(|| instance.call(&event("faulty.ok", None), 1));
+    next.expect("the next call works");
+    assert!(!output.contains("plugin output capped"), "{output}");
+}
+
 /// Calls `faulty` with `mode` and then an ordinary event on the same
 /// instance, which must still work.
 fn faulty_outcome(
@@ -195,7 +361,7 @@ fn infinite_loop_times_out_within_twice_the_limit() {
         ..Limits::default()
     };
     let (failure, took) = faulty_outcome(limits, "loop", None);
-    assert_eq!(failure, Failure::Timeout(limit));
+    assert_eq!(failure, Failure::timeout(limit));
     assert!(took < limit * 2, "took {took:?} for a {limit:?} limit");
 }
 
@@ -206,7 +372,7 @@ fn fuel_limit_stops_a_loop() {
         ..Limits::default()
     };
     let (failure, _) = faulty_outcome(limits, "loop", None);
-    assert_eq!(failure, Failure::OutOfFuel(10_000_000));
+    assert_eq!(failure, Failure::out_of_fuel(10_000_000));
 }
 
 #[test]

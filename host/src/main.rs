@@ -12,7 +12,9 @@ use clap::{Args, Parser, Subcommand};
 use evhost::cli::{self, Client, DataSource, PublishRequest, TailRequest};
 use evhost::config::{self, LogFormat, Overrides};
 use evhost::event::{self, Event, Position, StoredEvent};
-use evhost::runtime::{Grants, InstanceSettings, LoadedPlugin, Runtime, RuntimeConfig};
+use evhost::runtime::{
+    GrantSource, Grants, InstanceSettings, LoadedPlugin, Runtime, RuntimeConfig,
+};
 
 #[derive(Parser)]
 #[command(
@@ -496,7 +498,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Check { file, json } => {
             let runtime = Runtime::new(RuntimeConfig::default())?;
-            let plugin = runtime.load_file(&file)?;
+            let plugin = match runtime.load_file(&file) {
+                Ok(plugin) => plugin,
+                // Scripts get the failure on stdout too, in the API's error shape.
+                Err(e) if json => {
+                    let error = serde_json::json!({
+                        "error": {"code": e.code(), "message": e.to_string()}
+                    });
+                    println!("{}", serde_json::to_string_pretty(&error)?);
+                    return Ok(ExitCode::FAILURE);
+                }
+                Err(e) => return Err(e.into()),
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&check_report(&plugin))?);
             } else {
@@ -521,7 +534,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 grants: if grant_all {
                     Grants::all()
                 } else {
-                    Grants::default()
+                    Grants::default().from_source(GrantSource::Described(
+                        "rerun `evhost call` with --grant-all".into(),
+                    ))
                 },
                 config: config.into_iter().collect::<BTreeMap<_, _>>(),
                 ..Default::default()

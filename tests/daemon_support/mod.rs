@@ -123,6 +123,15 @@ impl Daemon {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// Bytes the daemon has written to stdout and stderr so far (the log goes
+    /// to stderr), counting each line's newline.
+    pub fn output_bytes(&self) -> usize {
+        let count = |lines: &Mutex<Vec<String>>| -> usize {
+            lines.lock().unwrap().iter().map(|l| l.len() + 1).sum()
+        };
+        count(&self.stdout) + count(&self.stderr)
+    }
+
     pub fn signal(&self, sig: &str) {
         let status = Command::new("kill")
             .arg(format!("-{sig}"))

@@ -23,7 +23,7 @@ use self::numbers::LoadNumbers;
 pub use self::sidecar::Sidecar;
 pub use self::watcher::{DirWatcher, WatchConfig, WatchError};
 use crate::dispatch::{Deployment, Dispatcher};
-use crate::runtime::{LoadError, Runtime};
+use crate::runtime::{GrantSource, LoadError, Runtime};
 
 /// Why a plugin file was not deployed. The message names the file.
 #[derive(Debug, thiserror::Error)]
@@ -64,9 +64,14 @@ pub fn load(runtime: &Runtime, wasm: &Path, load_number: u64) -> Result<Deployme
         Sidecar::default()
     };
     let plugin = runtime.load_file(wasm)?;
-    let settings = sidecar
+    let mut settings = sidecar
         .settings(plugin.info.retry.as_ref())
         .map_err(sidecar_err)?;
+    // A refused grant names this file, also when it does not exist yet: it is
+    // where the operator grants.
+    settings.grants = settings
+        .grants
+        .from_source(GrantSource::Sidecar(sidecar_file.clone()));
     let subscriptions = settings
         .subscriptions
         .as_ref()

@@ -10,6 +10,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use super::budget::Budget;
 use super::stdio::GuestOutput;
 use super::{Effects, Grants, StateStore};
 use crate::event::StoredEvent;
@@ -45,6 +46,12 @@ pub struct CallState {
     /// The event being handled; `None` during instantiation and `describe`.
     pub(super) current: Option<CurrentCall>,
     pub(super) effects: Effects,
+    /// Lines the `log` import forwarded in this call (see `budget`).
+    pub(super) log_budget: Budget,
+    /// The first grant this call was refused, as told to the guest. A refused
+    /// grant can never succeed on a retry, so it decides the call's outcome
+    /// whatever the guest made of the error.
+    pub(super) refused: Option<String>,
 }
 
 pub struct CurrentCall {
@@ -76,7 +83,19 @@ impl CallState {
             interrupted: false,
             current: None,
             effects: Effects::default(),
+            log_budget: Budget::default(),
+            refused: None,
         }
+    }
+}
+
+impl CallState {
+    /// Records a refused grant and returns the error the guest gets.
+    pub(super) fn refuse(&mut self, message: String) -> String {
+        if self.refused.is_none() {
+            self.refused = Some(message.clone());
+        }
+        message
     }
 }
 

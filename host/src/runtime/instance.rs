@@ -12,6 +12,7 @@ use serde::Serialize;
 use wasmtime::{Engine, Store, Trap};
 
 use super::bindings::{self, HandlerError, Plugin};
+use super::budget::Capped;
 use super::context::{CallState, CurrentCall, PluginScope, new_store};
 use super::loader::Code;
 use super::{Effects, InstanceSettings, Limits, LoadedPlugin, Runtime};
@@ -27,38 +28,96 @@ pub enum Failure {
     /// The handler asked to be called again later.
     #[error("handler asked to retry: {0}")]
     Retry(String),
-    /// The handler refused the event for good.
-    #[error("handler rejected the event: {0}")]
+    /// The event is refused for good: by the handler, or by the host for the
+    /// call (a refused grant, an emitted event that fails its schema). The
+    /// message says which.
+    #[error("rejected: {0}")]
     Rejected(String),
     /// The guest trapped (a Rust panic arrives here), with its message.
     #[error("trap: {0}")]
     Trap(String),
-    #[error("timed out after {0:?}")]
-    Timeout(#[serde(with = "secs")] Duration),
+    #[error("timed out after {:?}{}", .0.limit, .0.note_suffix())]
+    Timeout(#[serde(with = "secs")] LimitHit<Duration>),
     #[error("out of memory: {0}")]
     OutOfMemory(String),
     #[error("stack overflow")]
     StackOverflow,
-    #[error("ran out of fuel ({0} units)")]
-    OutOfFuel(u64),
+    #[error("ran out of fuel ({} units){}", .0.limit, .0.note_suffix())]
+    OutOfFuel(#[serde(serialize_with = "limit_only")] LimitHit<u64>),
     /// The host could not run the call (not the plugin's fault).
     #[error("host error: {0}")]
     Host(String),
 }
 
-mod secs {
-    pub fn serialize<S: serde::Serializer>(
-        d: &std::time::Duration,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(d.as_secs_f64())
+/// The limit a call ran into, and what else the host has to say about the
+/// call (e.g. that its output was capped: a looping guest's flood explains the
+/// timeout). The note is part of the message, not of the serialized form.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitHit<T> {
+    pub limit: T,
+    pub note: Option<String>,
+}
+
+impl<T> LimitHit<T> {
+    pub fn new(limit: T) -> Self {
+        LimitHit { limit, note: None }
+    }
+
+    fn note_suffix(&self) -> String {
+        self.note
+            .as_ref()
+            .map_or_else(String::new, |n| format!(" ({n})"))
     }
 }
 
+mod secs {
+    pub fn serialize<S: serde::Serializer>(
+        d: &super::LimitHit<std::time::Duration>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.limit.as_secs_f64())
+    }
+}
+
+fn limit_only<S: serde::Serializer>(d: &LimitHit<u64>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.limit)
+}
+
 impl Failure {
+    /// A timeout at `limit`.
+    pub fn timeout(limit: Duration) -> Self {
+        Failure::Timeout(LimitHit::new(limit))
+    }
+
+    /// Fuel exhausted at `limit` units.
+    pub fn out_of_fuel(limit: u64) -> Self {
+        Failure::OutOfFuel(LimitHit::new(limit))
+    }
+
     /// Whether the failure left the instance unusable.
     fn poisons_instance(&self) -> bool {
         !matches!(self, Failure::Retry(_) | Failure::Rejected(_))
+    }
+
+    /// Adds `note` to the message (a stack overflow has none to add it to).
+    pub(super) fn with_note(self, note: &str) -> Self {
+        let add = |m: String| format!("{m} ({note})");
+        match self {
+            Failure::Retry(m) => Failure::Retry(add(m)),
+            Failure::Rejected(m) => Failure::Rejected(add(m)),
+            Failure::Trap(m) => Failure::Trap(add(m)),
+            Failure::OutOfMemory(m) => Failure::OutOfMemory(add(m)),
+            Failure::Host(m) => Failure::Host(add(m)),
+            Failure::Timeout(hit) => Failure::Timeout(LimitHit {
+                note: Some(note.to_owned()),
+                ..hit
+            }),
+            Failure::OutOfFuel(hit) => Failure::OutOfFuel(LimitHit {
+                note: Some(note.to_owned()),
+                ..hit
+            }),
+            Failure::StackOverflow => Failure::StackOverflow,
+        }
     }
 }
 
@@ -166,6 +225,7 @@ impl Instance {
         let data = store.data_mut();
         data.effects = Effects::default();
         data.memory_exhausted = false;
+        data.refused = None;
         data.current = Some(CurrentCall {
             event: event.clone(),
         });
@@ -173,23 +233,31 @@ impl Instance {
         let result = bindings.call_handle(&mut store, &to_wit(event, attempt));
 
         let data = store.data_mut();
+        let output = end_output(data);
         data.current = None;
         let effects = std::mem::take(&mut data.effects);
-        let stderr = end_output(data);
+        let refused = data.refused.take();
         let outcome = match result {
             Ok(Ok(())) => Ok(effects),
             Ok(Err(HandlerError::Retry(m))) => Err(Failure::Retry(m)),
             Ok(Err(HandlerError::Reject(m))) => Err(Failure::Rejected(m)),
             Err(e) => Err(with_stderr(
                 classify(e, store.data(), &self.limits),
-                &stderr,
+                &output.stderr,
             )),
         };
-        match &outcome {
-            Err(f) if f.poisons_instance() => {} // dropped: the next call instantiates anew
-            _ => self.live = Some(Live { store, bindings }),
+        let poisoned = matches!(&outcome, Err(f) if f.poisons_instance());
+        if !poisoned {
+            self.live = Some(Live { store, bindings });
+        } // else dropped: the next call instantiates anew
+        let outcome = match refused {
+            Some(refusal) => Err(refused_outcome(refusal, outcome)),
+            None => outcome,
+        };
+        match output.capped {
+            Some(note) => outcome.map_err(|f| f.with_note(&note)),
+            None => outcome,
         }
-        outcome
     }
 
     fn instantiate(&mut self) -> Result<Live, Failure> {
@@ -203,11 +271,12 @@ impl Instance {
         match pre.instantiate(&mut store) {
             Ok(bindings) => Ok(Live { store, bindings }),
             Err(e) => {
-                let stderr = end_output(store.data_mut());
-                Err(with_stderr(
-                    classify(e, store.data(), &self.limits),
-                    &stderr,
-                ))
+                let output = end_output(store.data_mut());
+                let failure = with_stderr(classify(e, store.data(), &self.limits), &output.stderr);
+                Err(match output.capped {
+                    Some(note) => failure.with_note(&note),
+                    None => failure,
+                })
             }
         }
     }
@@ -236,17 +305,36 @@ pub(super) fn classify(error: wasmtime::Error, state: &CallState, limits: &Limit
         ));
     }
     match error.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => Failure::Timeout(limits.timeout),
-        Some(Trap::OutOfFuel) => Failure::OutOfFuel(limits.fuel.unwrap_or(u64::MAX)),
+        Some(Trap::Interrupt) => Failure::timeout(limits.timeout),
+        Some(Trap::OutOfFuel) => Failure::out_of_fuel(limits.fuel.unwrap_or(u64::MAX)),
         Some(Trap::StackOverflow) => Failure::StackOverflow,
         Some(trap) => Failure::Trap(trap.to_string()),
         None => Failure::Trap(format!("{error:#}")),
     }
 }
 
+/// The outcome of a call that was refused a grant: a rejection, whatever the
+/// guest made of the error (swallowed it, asked for a retry, trapped). Retrying
+/// cannot help, and committing the call's other effects would silently lose the
+/// refused one. A shutdown stays a host error (it is not the call's verdict).
+fn refused_outcome(refusal: String, outcome: Result<Effects, Failure>) -> Failure {
+    match outcome {
+        Err(host @ Failure::Host(_)) => host,
+        // The guest passed the refusal on as its own rejection: keep its words.
+        Err(Failure::Rejected(m)) if m.contains(&refusal) => Failure::Rejected(m),
+        Err(other) if !other.to_string().contains(&refusal) => {
+            Failure::Rejected(format!("{refusal} (the call then ended: {other})"))
+        }
+        _ => Failure::Rejected(refusal),
+    }
+}
+
 /// Appends what the guest wrote to stderr during the call (a Rust panic's
 /// message, typically) to a trap's message.
-fn with_stderr(failure: Failure, stderr: &str) -> Failure {
+/// The excerpt is one line (lines joined by " | "), so the message stays one
+/// log line and one table cell; the Rust runtime's hint to set
+/// `RUST_BACKTRACE`, which an operator cannot do for a guest, is left out.
+pub(super) fn with_stderr(failure: Failure, stderr: &str) -> Failure {
     let stderr = stderr.trim();
     match failure {
         Failure::Trap(msg) if !stderr.is_empty() => {
@@ -254,16 +342,52 @@ fn with_stderr(failure: Failure, stderr: &str) -> Failure {
             while !stderr.is_char_boundary(start) {
                 start += 1;
             }
-            Failure::Trap(format!("{msg}; guest stderr: {}", &stderr[start..]))
+            let excerpt = stderr[start..]
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
+                .collect::<Vec<_>>()
+                .join(" | ");
+            Failure::Trap(format!("{msg}; guest stderr: {excerpt}"))
         }
         other => other,
     }
 }
 
-/// Ends a call's guest output, returning its stderr text.
-fn end_output(state: &mut CallState) -> String {
-    state.stdout.drain();
-    state.stderr.drain()
+/// What a call (or instantiation, or `describe`) left of its output.
+pub(super) struct CallOutput {
+    /// The guest's stderr tail.
+    pub stderr: String,
+    /// What the output caps dropped, as a note for the failure; `None` when
+    /// nothing was.
+    pub capped: Option<String>,
+}
+
+/// Ends a call's guest output: flushes stdout/stderr, ends the output budgets
+/// and reports what they dropped in one warning line for the whole call.
+pub(super) fn end_output(state: &mut CallState) -> CallOutput {
+    let (_, stdout) = state.stdout.drain();
+    let (stderr, stderr_dropped) = state.stderr.drain();
+    let mut capped = Capped::default();
+    capped.add("log", state.log_budget.finish());
+    capped.add(state.stdout.name(), stdout);
+    capped.add(state.stderr.name(), stderr_dropped);
+    let capped = (!capped.is_empty()).then(|| {
+        let note = capped.to_string();
+        let event_id = state
+            .current
+            .as_ref()
+            .map_or("", |c| c.event.event.id.as_str());
+        tracing::warn!(
+            target: "evhost::plugin",
+            plugin = %state.scope.name,
+            version = %state.scope.version,
+            event_id,
+            "{note}"
+        );
+        note
+    });
+    CallOutput { stderr, capped }
 }
 
 fn to_wit(stored: &StoredEvent, attempt: u32) -> bindings::Event {

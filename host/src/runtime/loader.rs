@@ -16,7 +16,7 @@ use super::Effects;
 use super::Runtime;
 use super::bindings::{self, PluginPre};
 use super::context::{CallState, PluginScope, new_store};
-use super::instance::{Failure, arm, classify};
+use super::instance::{Failure, arm, classify, end_output, with_stderr};
 use crate::event::StoredEvent;
 
 /// The world every plugin must target.
@@ -73,6 +73,24 @@ pub enum LoadError {
     Describe { path: String, failure: Failure },
     #[error("{path}: describe() returned invalid plugin info: {problem}")]
     BadInfo { path: String, problem: String },
+}
+
+impl LoadError {
+    /// A stable, machine-readable name of the case (`evhost check --json`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            LoadError::Read { .. } => "read_failed",
+            LoadError::NotWasm { .. } => "not_wasm",
+            LoadError::CoreModule { .. } => "core_module",
+            LoadError::Truncated { .. } => "truncated",
+            LoadError::Invalid { .. } => "invalid",
+            LoadError::MissingExports { .. } => "missing_exports",
+            LoadError::UnsupportedImport { .. } => "unsupported_import",
+            LoadError::WorldMismatch { .. } => "world_mismatch",
+            LoadError::Describe { .. } => "describe_failed",
+            LoadError::BadInfo { .. } => "bad_info",
+        }
+    }
 }
 
 /// Where a loaded component's machine code came from.
@@ -309,7 +327,7 @@ impl Runtime {
     fn describe(&self, path: &str, pre: &PluginPre<CallState>) -> Result<PluginInfo, LoadError> {
         let limits = &self.config.describe_limits;
         let scope = Arc::new(PluginScope {
-            name: String::from("(loading)"),
+            name: format!("(loading {path})"),
             version: String::new(),
             grants: Default::default(),
             config: Default::default(),
@@ -319,19 +337,30 @@ impl Runtime {
             interrupt: self.interrupt.clone(),
         });
         let mut store = new_store(&self.engine, scope, limits.memory);
-        let fail = |store: &Store<CallState>, e: wasmtime::Error| LoadError::Describe {
-            path: path.to_owned(),
-            failure: classify(e, store.data(), limits),
+        // As for calls: a Rust guest's panic message arrives on stderr, and the
+        // trap alone says only "unreachable", so the tail goes into the error.
+        let fail = |store: &mut Store<CallState>, e: wasmtime::Error| {
+            let output = end_output(store.data_mut());
+            let failure = with_stderr(classify(e, store.data(), limits), &output.stderr);
+            LoadError::Describe {
+                path: path.to_owned(),
+                failure: match output.capped {
+                    Some(note) => failure.with_note(&note),
+                    None => failure,
+                },
+            }
         };
         arm(&mut store, limits);
         let plugin = match pre.instantiate(&mut store) {
             Ok(p) => p,
-            Err(e) => return Err(fail(&store, e)),
+            Err(e) => return Err(fail(&mut store, e)),
         };
         let raw = match plugin.call_describe(&mut store) {
             Ok(info) => info,
-            Err(e) => return Err(fail(&store, e)),
+            Err(e) => return Err(fail(&mut store, e)),
         };
+        // Forwards a last unfinished line of output and reports capped output.
+        end_output(store.data_mut());
         convert_info(raw).map_err(|problem| LoadError::BadInfo {
             path: path.to_owned(),
             problem,

@@ -7,6 +7,7 @@
 //! caller's job, so a failed or trapped call never leaks effects.
 
 mod bindings;
+mod budget;
 mod cache;
 mod context;
 mod host;
@@ -25,9 +26,10 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
+pub use self::budget::{MAX_BYTES as MAX_OUTPUT_BYTES, MAX_LINES as MAX_OUTPUT_LINES};
 use self::cache::Cache;
 use self::context::CallState;
-pub use self::instance::{CallError, Failure, Instance};
+pub use self::instance::{CallError, Failure, Instance, LimitHit};
 pub use self::loader::{
     LoadError, LoadedPlugin, NativeHandler, Origin, PluginInfo, RetryPolicy, Subscription,
 };
@@ -91,6 +93,23 @@ pub struct Grants {
     emit: Option<GlobSet>,
     /// May use the `state` interface.
     pub state: bool,
+    /// Where these grants are set: a refusal tells the operator where to grant.
+    source: GrantSource,
+}
+
+/// Where a plugin's grants come from, so that a refused grant can say how to
+/// grant it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum GrantSource {
+    /// Not known (tests, tools): a refusal names only the missing grant.
+    #[default]
+    Unspecified,
+    /// The operator's sidecar, `NAME.toml` beside `NAME.wasm` — also when it
+    /// does not exist yet, since that is where the operator has to write it.
+    Sidecar(PathBuf),
+    /// Set some other way; the text tells how to grant, e.g. "rerun with
+    /// `--grant-all`".
+    Described(String),
 }
 
 impl Grants {
@@ -110,6 +129,7 @@ impl Grants {
             emit_patterns,
             emit,
             state,
+            source: GrantSource::Unspecified,
         })
     }
 
@@ -118,16 +138,45 @@ impl Grants {
         Grants::new(vec!["*".into()], true).unwrap_or_default()
     }
 
+    /// The same grants, set in `source`.
+    pub fn from_source(self, source: GrantSource) -> Self {
+        Grants { source, ..self }
+    }
+
+    pub fn source(&self) -> &GrantSource {
+        &self.source
+    }
+
     /// Whether an event of type `ty` may be emitted.
     pub fn may_emit(&self, ty: &str) -> bool {
         self.emit.as_ref().is_some_and(|set| set.is_match(ty))
     }
 
-    fn describe_emit(&self) -> String {
-        if self.emit_patterns.is_empty() {
-            "it has no `emit` grant".into()
+    /// The error for an emit of `ty` that is not granted.
+    fn refuse_emit(&self, plugin: &str, ty: &str) -> String {
+        let has = if self.emit_patterns.is_empty() {
+            "it has no `emit` grant".to_owned()
         } else {
             format!("its `emit` grant allows {}", self.emit_patterns.join(", "))
+        };
+        let how = self.how_to_grant(&format!(
+            "add \"{ty}\" (or a pattern matching it) to emit under [grants]"
+        ));
+        format!("plugin `{plugin}` may not emit type `{ty}`: {has}{how}")
+    }
+
+    /// The error for a `state` access without the grant.
+    fn refuse_state(&self, plugin: &str) -> String {
+        let how = self.how_to_grant("add \"state = true\" under [grants]");
+        format!("plugin `{plugin}` has no `state` grant{how}")
+    }
+
+    /// `; ` + what to do, or nothing when the source is unknown.
+    fn how_to_grant(&self, sidecar_edit: &str) -> String {
+        match &self.source {
+            GrantSource::Unspecified => String::new(),
+            GrantSource::Sidecar(path) => format!("; {sidecar_edit} in {}", path.display()),
+            GrantSource::Described(how) => format!("; {how}"),
         }
     }
 }
@@ -283,4 +332,34 @@ fn spawn_epoch_ticker(engine: &Engine) -> std::io::Result<()> {
             }
         })
         .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_says_where_to_grant_when_the_source_is_known() {
+        let none = Grants::default();
+        assert_eq!(none.refuse_state("p"), "plugin `p` has no `state` grant");
+        let sidecar = none
+            .clone()
+            .from_source(GrantSource::Sidecar("/srv/p.toml".into()));
+        assert_eq!(
+            sidecar.refuse_state("p"),
+            r#"plugin `p` has no `state` grant; add "state = true" under [grants] in /srv/p.toml"#
+        );
+        let narrow = Grants::new(vec!["a.*".into()], false)
+            .unwrap()
+            .from_source(GrantSource::Sidecar("/srv/p.toml".into()));
+        assert_eq!(
+            narrow.refuse_emit("p", "b.done"),
+            r#"plugin `p` may not emit type `b.done`: its `emit` grant allows a.*; add "b.done" (or a pattern matching it) to emit under [grants] in /srv/p.toml"#
+        );
+        let cli = none.from_source(GrantSource::Described("rerun with --grant-all".into()));
+        assert!(
+            cli.refuse_emit("p", "x")
+                .ends_with("; rerun with --grant-all")
+        );
+    }
 }

@@ -1,6 +1,7 @@
 //! Guest stdout/stderr: forwarded line by line to `tracing` (tagged with the
-//! plugin) while the guest writes, and, for stderr, kept per call for trap
-//! messages (a Rust guest's panic message arrives there).
+//! plugin) while the guest writes, within the per-call [`Budget`], and, for
+//! stderr, kept per call for trap messages (a Rust guest's panic message
+//! arrives there).
 
 use std::io;
 use std::pin::Pin;
@@ -12,11 +13,11 @@ use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
+use super::budget::{Budget, Dropped};
+
 /// Bytes of stderr kept per call for the trap message (its tail), and the
 /// longest line forwarded; a chatty or hostile guest cannot grow host memory.
 const CAPACITY: usize = 64 * 1024;
-/// Lines forwarded to `tracing` per call; the rest are counted and dropped.
-const MAX_LINES: usize = 1000;
 
 /// One guest output stream. Complete lines go to `tracing` as they are
 /// written (so a long or runaway call's output shows while it runs); the
@@ -34,8 +35,8 @@ struct Captured {
     partial: Vec<u8>,
     /// What was written since the last drain, at most `CAPACITY` (the newest).
     tail: Vec<u8>,
-    lines: usize,
-    dropped_lines: usize,
+    /// Lines and bytes forwarded in this call; the rest are counted and dropped.
+    budget: Budget,
 }
 
 impl GuestOutput {
@@ -66,14 +67,9 @@ impl GuestOutput {
     }
 
     fn forward(&self, c: &mut Captured, line: &[u8]) {
-        if line.is_empty() {
+        if line.is_empty() || !c.budget.admit(line.len()) {
             return;
         }
-        if c.lines >= MAX_LINES {
-            c.dropped_lines += 1;
-            return;
-        }
-        c.lines += 1;
         let line = String::from_utf8_lossy(line);
         let plugin = &*self.plugin;
         match self.stream {
@@ -85,18 +81,20 @@ impl GuestOutput {
     }
 
     /// Ends the call's output: forwards an unfinished last line and returns
-    /// the stream's tail since the last drain, as lossy UTF-8.
-    pub fn drain(&self) -> String {
+    /// the stream's tail since the last drain, as lossy UTF-8, and what the
+    /// budget dropped (the caller reports it once for the whole call).
+    pub fn drain(&self) -> (String, Dropped) {
         let mut c = self.buf.lock().unwrap_or_else(PoisonError::into_inner);
         let partial = std::mem::take(&mut c.partial);
         self.forward(&mut c, &partial);
-        if c.dropped_lines > 0 {
-            let n = c.dropped_lines;
-            tracing::warn!(target: "evhost::plugin", plugin = &*self.plugin, stream = self.stream, "{n} more lines of output dropped");
-        }
+        let dropped = c.budget.finish();
         let text = String::from_utf8_lossy(&c.tail).into_owned();
         *c = Captured::default();
-        text
+        (text, dropped)
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.stream
     }
 }
 

@@ -16,6 +16,8 @@
 //! | `reject` | returns reject | reject `faulty: rejected as asked` |
 //! | `retry` | returns retry | retry `faulty: retry as asked` |
 //! | `fail-until` | retry until `attempt >= succeed_on_attempt` (data `{"succeed_on_attempt": N}`), then as `ok` | N-1 retries, then success |
+//! | `log-flood` | calls the `log` import in an endless loop | timeout or fuel exhaustion, with the log output capped |
+//! | `swallow-refusal` | writes state and emits `faulty.done`, ignoring both errors, returns ok | without the `state` grant: reject (the refused grant), nothing committed |
 //! | `done`, `leaked` | nothing (its own outputs, should they be routed back) | success, no emit |
 //! | anything else | | reject `faulty: unknown mode ...` |
 //!
@@ -71,6 +73,13 @@ fn handle(event: &Event, cx: &mut Context) -> Result<(), HandlerError> {
             spin()
         }
         "alloc" => hoard_memory(),
+        "log-flood" => flood_log(cx),
+        "swallow-refusal" => {
+            // A careless guest: errors ignored, success claimed.
+            let _ = cx.state_set("faulty/swallowed", &event.id);
+            let _ = done(event, cx, mode);
+            Ok(())
+        }
         "recurse" => {
             let depth = recurse(0, black_box(u64::MAX));
             Err(HandlerError::reject(format!(
@@ -123,6 +132,20 @@ fn spin() -> ! {
     let mut n: u64 = 0;
     loop {
         n = black_box(n.wrapping_add(1));
+    }
+}
+
+/// Logs as fast as the host lets it, forever: the host must cap what reaches
+/// its own log, and still stop the call at its limit.
+fn flood_log(cx: &mut Context) -> ! {
+    let mut n: u64 = 0;
+    loop {
+        n = black_box(n.wrapping_add(1));
+        cx.log(
+            Level::Info,
+            "faulty: flooding the log with a line of about a hundred bytes, as a chatty loop would",
+            &[("n", &n.to_string())],
+        );
     }
 }
 

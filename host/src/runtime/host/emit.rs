@@ -17,12 +17,8 @@ impl Host for CallState {
             return Err("emitted event has an empty `type`".into());
         }
         if !scope.grants.may_emit(&out.type_) {
-            return Err(format!(
-                "plugin `{}` may not emit type `{}`: {}",
-                scope.name,
-                out.type_,
-                scope.grants.describe_emit()
-            ));
+            let message = scope.grants.refuse_emit(&scope.name, &out.type_);
+            return Err(self.refuse(message));
         }
         if self.effects.emits.len() >= scope.max_emits_per_call {
             return Err(format!(

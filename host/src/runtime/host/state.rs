@@ -8,9 +8,10 @@ use crate::runtime::context::CallState;
 const MAX_KEY_BYTES: usize = 512;
 
 impl CallState {
-    fn state_allowed(&self) -> Result<(), String> {
+    fn state_allowed(&mut self) -> Result<(), String> {
         if !self.scope.grants.state {
-            return Err(format!("plugin `{}` has no `state` grant", self.scope.name));
+            let message = self.scope.grants.refuse_state(&self.scope.name);
+            return Err(self.refuse(message));
         }
         Ok(())
     }
