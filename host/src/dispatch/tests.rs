@@ -802,3 +802,50 @@ async fn a_replay_whose_letter_was_discarded_meanwhile_commits_nothing() {
     assert_eq!(h.log.state_get("replayer", "k").await.unwrap(), None);
     h.dispatcher.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_grant_trips_the_breaker_instead_of_draining_the_topic() {
+    let log = fresh_log(LogConfig::default());
+    let config = DispatchConfig {
+        breaker: BreakerConfig {
+            failure_threshold: 3,
+            cool_down: Duration::from_secs(3600),
+        },
+        ..Harness::config()
+    };
+    let h = Harness::new(log, config);
+    let calls = Calls::default();
+    let seen = calls.clone();
+    // What the runtime answers for a call refused a grant (see `runtime::instance`).
+    let handler: NativeHandler = Arc::new(move |e: &StoredEvent, _| {
+        seen.count(e);
+        Err(Failure::Refused(
+            "plugin `ungranted` has no `state` grant; add \"state = true\" under [grants] in ungranted.toml".into(),
+        ))
+    });
+    h.deploy(native("ungranted", handler), settings(), 1);
+    h.publish((0..10).map(|i| event("t", &format!("s{i}"), "")).collect())
+        .await;
+    h.until("the breaker opened after the third parking", || async {
+        h.status("ungranted").await.state == RunState::Paused
+            && h.committed("ungranted").await == Some(3)
+    })
+    .await;
+    let letters = h.dead_letters().await;
+    assert_eq!(
+        letters.len(),
+        3,
+        "parked until the breaker opened, not the whole topic"
+    );
+    for dl in &letters {
+        assert_eq!(dl.record.kind, FailureKind::Rejected);
+        assert_eq!(dl.record.attempts, 1, "a refusal is not retried");
+        assert!(
+            dl.record.message.contains("ungranted.toml"),
+            "{}",
+            dl.record.message
+        );
+    }
+    assert_eq!(h.committed("ungranted").await, Some(3));
+    h.dispatcher.shutdown(Duration::from_secs(5)).await;
+}

@@ -33,6 +33,12 @@ pub enum Failure {
     /// message says which.
     #[error("rejected: {0}")]
     Rejected(String),
+    /// The host refused the call a capability it needs (a missing grant):
+    /// rejected for good like the above, and, unlike a handler's rejection, a
+    /// health problem of the deployment (every event fails the same way), so
+    /// it counts towards the circuit breaker.
+    #[error("refused: {0}")]
+    Refused(String),
     /// The guest trapped (a Rust panic arrives here), with its message.
     #[error("trap: {0}")]
     Trap(String),
@@ -96,7 +102,10 @@ impl Failure {
 
     /// Whether the failure left the instance unusable.
     fn poisons_instance(&self) -> bool {
-        !matches!(self, Failure::Retry(_) | Failure::Rejected(_))
+        !matches!(
+            self,
+            Failure::Retry(_) | Failure::Rejected(_) | Failure::Refused(_)
+        )
     }
 
     /// Adds `note` to the message (a stack overflow has none to add it to).
@@ -105,6 +114,7 @@ impl Failure {
         match self {
             Failure::Retry(m) => Failure::Retry(add(m)),
             Failure::Rejected(m) => Failure::Rejected(add(m)),
+            Failure::Refused(m) => Failure::Refused(add(m)),
             Failure::Trap(m) => Failure::Trap(add(m)),
             Failure::OutOfMemory(m) => Failure::OutOfMemory(add(m)),
             Failure::Host(m) => Failure::Host(add(m)),
@@ -313,7 +323,7 @@ pub(super) fn classify(error: wasmtime::Error, state: &CallState, limits: &Limit
     }
 }
 
-/// The outcome of a call that was refused a grant: a rejection, whatever the
+/// The outcome of a call that was refused a grant: a refusal, whatever the
 /// guest made of the error (swallowed it, asked for a retry, trapped). Retrying
 /// cannot help, and committing the call's other effects would silently lose the
 /// refused one. A shutdown stays a host error (it is not the call's verdict).
@@ -321,11 +331,11 @@ fn refused_outcome(refusal: String, outcome: Result<Effects, Failure>) -> Failur
     match outcome {
         Err(host @ Failure::Host(_)) => host,
         // The guest passed the refusal on as its own rejection: keep its words.
-        Err(Failure::Rejected(m)) if m.contains(&refusal) => Failure::Rejected(m),
+        Err(Failure::Rejected(m)) if m.contains(&refusal) => Failure::Refused(m),
         Err(other) if !other.to_string().contains(&refusal) => {
-            Failure::Rejected(format!("{refusal} (the call then ended: {other})"))
+            Failure::Refused(format!("{refusal} (the call then ended: {other})"))
         }
-        _ => Failure::Rejected(refusal),
+        _ => Failure::Refused(refusal),
     }
 }
 

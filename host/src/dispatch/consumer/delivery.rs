@@ -228,7 +228,7 @@ pub(super) fn judge(
         d.counted += 1;
     }
     let policy = retry_policy(dep, &ctx.config.default_retry);
-    let rejected = matches!(error.failure, Failure::Rejected(_));
+    let rejected = matches!(error.failure, Failure::Rejected(_) | Failure::Refused(_));
     let verdict = if rejected || d.counted >= policy.max_attempts {
         let kind = if matches!(error.failure, Failure::Retry(_)) {
             FailureKind::RetriesExhausted
@@ -310,6 +310,8 @@ pub(super) async fn pre_call(
 pub(in crate::dispatch) fn kind_of(f: &Failure) -> (FailureKind, bool) {
     match f {
         Failure::Rejected(_) => (FailureKind::Rejected, true),
+        // A missing grant fails every event alike: the breaker should see it.
+        Failure::Refused(_) => (FailureKind::Rejected, false),
         Failure::Retry(_) => (FailureKind::RetriesExhausted, false),
         Failure::Trap(_) | Failure::StackOverflow | Failure::OutOfFuel(_) => {
             (FailureKind::Trap, false)
