@@ -18,6 +18,7 @@
 //!   (default settings and `sync_interval: always`).
 //! - `dispatch`: Wasm vs native handler through the same dispatch pipeline.
 //! - `latency`: publish → handler call at a fixed rate, through the daemon.
+//! - `latency_jetstream`: the peer of `latency`, JetStream publish → pull consumer.
 //! - `nats`: which `nats-server` the peer rows use; one running, killed on drop.
 //! - `startup`: daemon start with 20 plugins, cold and from the cache.
 //! - `hot_reload`: runs `benches/reload.rs` and reads its table.
@@ -33,6 +34,7 @@ mod daemon;
 mod dispatch;
 mod hot_reload;
 mod latency;
+mod latency_jetstream;
 mod nats;
 mod publish;
 mod report;
@@ -130,6 +132,7 @@ fn run_child(args: &[String]) {
         "disk" => publish::disk(),
         "publish-library" => publish::library(secs),
         "publish-nats" => publish::nats(secs, nats::Sync::parse(arg(1))),
+        "latency-nats" => latency_jetstream::run(arg(1).parse().expect("rate"), secs),
         "dispatch" => dispatch::run(
             arg(1),
             arg(2),
@@ -254,6 +257,11 @@ fn main() {
             results.insert(
                 format!("latency_{rate}"),
                 guarded(|| latency::run(rate, opts.secs)),
+            );
+            step(&format!("latency_jetstream_{rate}"));
+            results.insert(
+                format!("latency_jetstream_{rate}"),
+                child(&["latency-nats", &rate.to_string(), "--secs", &secs]),
             );
         }
     }

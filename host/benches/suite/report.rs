@@ -377,51 +377,109 @@ pub fn rows(r: &serde_json::Map<String, Value>) -> Vec<Value> {
         }
     }
 
-    // 3. Latency.
+    // 3. Latency, each rate next to its JetStream peer row.
     for rate_ in [5_000, 10_000] {
         let v = get(&format!("latency_{rate_}"));
-        if v.is_null() {
-            continue;
-        }
+        let js = get(&format!("latency_jetstream_{rate_}"));
+        let js_p99 = if failed(&js).is_some() {
+            f64::NAN
+        } else {
+            f(&js["p99_ms"])
+        };
         let id = format!("latency_{rate_}");
         let what = format!(
             "publish → handle at {}k events/s (HTTP, Wasm)",
             rate_ / 1000
         );
+        // (`failed` of an absent result is None.)
         if failed(&v).is_some() {
             rows.missing(&id, "3 latency", &what, &v);
+        } else if !v.is_null() {
+            let p99 = f(&v["p99_ms"]);
+            let ratio = p99 / js_p99;
+            let target = rate_ == 10_000;
+            rows.push(
+                &id,
+                "3 latency",
+                &what,
+                format!(
+                    "p50 {:.2} ms · p99 {:.2} ms · max {:.2} ms",
+                    f(&v["p50_ms"]),
+                    p99,
+                    f(&v["max_ms"])
+                ),
+                format!(
+                    "{} events, {} per request every 1 ms, achieved {:.0}/s{}; of which publish → 201: p50 {:.2} ms, p99 {:.2} ms; 201 → handle: p50 {:.2} ms, p99 {:.2} ms",
+                    v["events"],
+                    v["events_per_request"],
+                    f(&v["achieved_rate"]),
+                    if v["producer_fell_behind"] == true { " (producer fell behind)" } else { "" },
+                    f(&v["ack_p50_ms"]),
+                    f(&v["ack_p99_ms"]),
+                    f(&v["after_ack_p50_ms"]),
+                    f(&v["after_ack_p99_ms"])
+                ),
+                if target { "p99 ≤ 5 ms; p99 ≤ JetStream's" } else { "" },
+                if target {
+                    format!(
+                        "{} · {}",
+                        verdict(p99 <= 5.0, format!("p99 {p99:.2} ms")),
+                        if ratio.is_nan() {
+                            "no peer figure".into()
+                        } else {
+                            verdict(ratio <= 1.0, format!("{ratio:.2}× JS"))
+                        }
+                    )
+                } else {
+                    String::new()
+                },
+                &v["peak_rss"],
+                "daemon",
+            );
+            rows.vs_peer(
+                format!("p99 {} JS", times(ratio)),
+                json!({"jetstream_p99": ratio}),
+            );
+        }
+        if js.is_null() {
             continue;
         }
-        let p99 = f(&v["p99_ms"]);
+        let id = format!("latency_jetstream_{rate_}");
+        let what = format!(
+            "NATS JetStream {} publish → pull consumer at {}k events/s (peer)",
+            nats_version(&js),
+            rate_ / 1000
+        );
+        if failed(&js).is_some() {
+            rows.missing(&id, "3 latency", &what, &js);
+            continue;
+        }
         rows.push(
             &id,
             "3 latency",
             &what,
             format!(
                 "p50 {:.2} ms · p99 {:.2} ms · max {:.2} ms",
-                f(&v["p50_ms"]),
-                p99,
-                f(&v["max_ms"])
+                f(&js["p50_ms"]),
+                js_p99,
+                f(&js["max_ms"])
             ),
             format!(
-                "{} events, {} per request every 1 ms, achieved {:.0}/s{}; of which publish → 201: p50 {:.2} ms, p99 {:.2} ms; 201 → handle: p50 {:.2} ms, p99 {:.2} ms",
-                v["events"],
-                v["events_per_request"],
-                f(&v["achieved_rate"]),
-                if v["producer_fell_behind"] == true { " (producer fell behind)" } else { "" },
-                f(&v["ack_p50_ms"]),
-                f(&v["ack_p99_ms"]),
-                f(&v["after_ack_p50_ms"]),
-                f(&v["after_ack_p99_ms"])
+                "default settings: delivered once written to the OS, before fsync; durable pull consumer, explicit acks; {} events, {} per 1 ms tick, achieved {:.0}/s{}; publish → ack p50 {:.2} ms, p99 {:.2} ms{}",
+                js["events"],
+                js["events_per_tick"],
+                f(&js["achieved_rate"]),
+                if js["producer_fell_behind"] == true { " (producer fell behind)" } else { "" },
+                f(&js["ack_p50_ms"]),
+                f(&js["ack_p99_ms"]),
+                js["note"]
+                    .as_str()
+                    .map_or(String::new(), |n| format!("; {n}"))
             ),
-            if rate_ == 10_000 { "p99 ≤ 5 ms" } else { "" },
-            if rate_ == 10_000 {
-                verdict(p99 <= 5.0, format!("p99 {p99:.2} ms"))
-            } else {
-                String::new()
-            },
-            &v["peak_rss"],
-            "daemon",
+            "",
+            String::new(),
+            &js["peak_rss"],
+            "nats-server",
         );
     }
 
