@@ -86,7 +86,7 @@ pub fn find() -> Result<Found, String> {
         from,
         version,
     };
-    if let Some(path) = std::env::var_os("EVHOST_NATS_SERVER") {
+    if let Some(path) = std::env::var_os("EVHOST_NATS_SERVER").filter(|p| !p.is_empty()) {
         let path = PathBuf::from(path);
         return match version_of(&path) {
             Some(v) => Ok(found(path, "EVHOST_NATS_SERVER", v)),

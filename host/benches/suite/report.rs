@@ -144,12 +144,12 @@ fn peer_rate(v: &Value) -> f64 {
     }
 }
 
-/// "v2.15.1" out of "nats-server: v2.15.1" (or "?").
-fn nats_version(v: &Value) -> &str {
-    v["server"]
-        .as_str()
-        .and_then(|s| s.rsplit(' ').next())
-        .unwrap_or("?")
+/// "NATS JetStream v2.15.1", or without the version when the server was not found.
+fn jetstream(v: &Value) -> String {
+    match v["server"].as_str().and_then(|s| s.rsplit(' ').next()) {
+        Some(version) => format!("NATS JetStream {version}"),
+        None => "NATS JetStream".into(),
+    }
 }
 
 /// The daemon's memory ceiling at full publish speed (issue 13).
@@ -286,10 +286,7 @@ pub fn rows(r: &serde_json::Map<String, Value>) -> Vec<Value> {
         if v.is_null() {
             continue;
         }
-        let what = format!(
-            "NATS JetStream {}, file store, {settings} (peer)",
-            nats_version(v)
-        );
+        let what = format!("{}, file store, {settings} (peer)", jetstream(v));
         if failed(v).is_some() {
             rows.missing(key, "1 publish", &what, v);
             continue;
@@ -446,8 +443,8 @@ pub fn rows(r: &serde_json::Map<String, Value>) -> Vec<Value> {
         }
         let id = format!("latency_jetstream_{rate_}");
         let what = format!(
-            "NATS JetStream {} publish → pull consumer at {}k events/s (peer)",
-            nats_version(&js),
+            "{} publish → pull consumer at {}k events/s (peer)",
+            jetstream(&js),
             rate_ / 1000
         );
         if failed(&js).is_some() {
