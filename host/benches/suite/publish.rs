@@ -1,6 +1,7 @@
 //! Durable publish throughput: 256-byte events in batches of 100 with a window
 //! of 1000 events in flight — over HTTP to the daemon, through the library
-//! API, and to a NATS JetStream stream with file storage (the peer).
+//! API, and to a NATS JetStream stream with file storage (the peer), once
+//! with its default settings and once with `sync_interval: always`.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,9 +14,11 @@ use serde_json::{Value, json};
 
 use crate::common::{self, Samples};
 use crate::daemon::{self, Daemon};
+use crate::nats;
 
-/// Events per publish request (evhost) — JetStream 2.9 has no batch publish,
-/// so there each event is its own publish.
+/// Events per publish request (evhost). The JetStream peer publishes each
+/// event on its own (the plain publish API; atomic batches are 2.12+ and need
+/// a stream setting and hand-made headers).
 pub const BATCH: usize = 100;
 /// Events in flight at once, on every path: 10 concurrent batches of 100 for
 /// evhost, 1000 unacknowledged publishes for JetStream.
@@ -150,45 +153,26 @@ pub fn http(secs: f64) -> Value {
     r
 }
 
-/// A free loopback port (bound and released; fine for a benchmark).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// The peer: `nats-server -js` with a file-store stream, `async-nats`
-/// publishing with [`WINDOW`] acks outstanding (in a child process of its own).
-pub fn nats(secs: f64) -> Value {
-    let Ok(version) = std::process::Command::new("nats-server")
-        .arg("--version")
-        .output()
-    else {
-        return json!({"skipped": "nats-server not found (apt-get install nats-server)"});
+/// The peer: JetStream with a file-store stream on its own `nats-server`,
+/// `async-nats` publishing the same payload with [`WINDOW`] acks outstanding
+/// (in a child process of its own). `sync` says what an ack means.
+pub fn nats(secs: f64, sync: nats::Sync) -> Value {
+    let found = match nats::find() {
+        Ok(f) => f,
+        Err(e) => return json!({"skipped": e}),
     };
-    let version = String::from_utf8_lossy(&version.stdout).trim().to_owned();
-    let dir = crate::scratch_dir();
-    let port = free_port();
-    let mut server = std::process::Command::new("nats-server")
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-        .arg(dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("nats-server starts");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nats-server did not listen");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let server = match nats::Server::start(&found, sync) {
+        Ok(s) => s,
+        Err(e) => return json!({"skipped": e, "server": found.version}),
+    };
     let rt = tokio::runtime::Runtime::new().expect("tokio");
     let mut out = rt.block_on(async {
         use async_nats::jetstream::{self, stream};
-        let client = async_nats::connect(format!("nats://127.0.0.1:{port}"))
-            .await
-            .expect("connect");
-        let js = jetstream::new(client);
+        let client = async_nats::connect(&server.url).await.expect("connect");
+        // An ack may wait for ~1000 fsyncs ahead of it in `always` mode.
+        let js = jetstream::ContextBuilder::new()
+            .ack_timeout(Duration::from_secs(120))
+            .build(client);
         js.create_stream(stream::Config {
             name: "BENCH".into(),
             subjects: vec!["bench.events".into()],
@@ -229,13 +213,13 @@ pub fn nats(secs: f64) -> Value {
         let elapsed = started.elapsed();
         result(events, elapsed, lat)
     });
-    out["peak_rss"] = json!(common::peak_rss(server.id()));
-    out["server"] = json!(version);
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe {
-        libc::kill(server.id() as i32, libc::SIGTERM);
+    out["peak_rss"] = json!(server.peak_rss());
+    out["server"] = json!(found.version);
+    out["sync"] = json!(sync.name());
+    out["ack_means"] = json!(sync.ack_meaning());
+    if !found.is_modern() {
+        out["note"] = json!(found.old_note());
     }
-    let _ = server.wait();
     out
 }
 

@@ -98,17 +98,62 @@ impl Rows {
         self.0.push(json!({
             "id": id, "section": section, "measurement": what, "result": result,
             "detail": detail, "target": target, "verdict": verdict,
-            "peak_rss_mib": mib(rss), "rss_of": rss_of,
+            "peak_rss_mib": mib(rss), "rss_of": rss_of, "vs_peer": "", "ratios": null,
         }));
     }
 
-    fn missing(&mut self, id: &str, section: &str, what: &str, why: String) {
+    /// Sets the last row's ratios against its peer rows: the column text and
+    /// the raw figures (`null` where the peer has none).
+    fn vs_peer(&mut self, text: String, ratios: Value) {
+        if let Some(row) = self.0.last_mut() {
+            row["vs_peer"] = json!(text);
+            row["ratios"] = ratios;
+        }
+    }
+
+    /// A row for a result that failed or was skipped; `v` holds the reason.
+    fn missing(&mut self, id: &str, section: &str, what: &str, v: &Value) {
+        let verdict = if v["skipped"].is_string() {
+            "skipped"
+        } else {
+            "TODO"
+        };
         self.0.push(json!({
             "id": id, "section": section, "measurement": what, "result": "—",
-            "detail": why, "target": "", "verdict": "TODO", "peak_rss_mib": null, "rss_of": "",
+            "detail": failed(v).unwrap_or_default(), "target": "", "verdict": verdict,
+            "peak_rss_mib": null, "rss_of": "", "vs_peer": "", "ratios": null,
         }));
     }
 }
+
+/// "0.62×", or "—" without a peer figure.
+fn times(ratio: f64) -> String {
+    if ratio.is_finite() {
+        format!("{ratio:.2}×")
+    } else {
+        "—".into()
+    }
+}
+
+/// A peer's events/s, NaN when it has none (failed or skipped).
+fn peer_rate(v: &Value) -> f64 {
+    if failed(v).is_some() {
+        f64::NAN
+    } else {
+        f(&v["events_per_sec"])
+    }
+}
+
+/// "NATS JetStream v2.15.1", or without the version when the server was not found.
+fn jetstream(v: &Value) -> String {
+    match v["server"].as_str().and_then(|s| s.rsplit(' ').next()) {
+        Some(version) => format!("NATS JetStream {version}"),
+        None => "NATS JetStream".into(),
+    }
+}
+
+/// The daemon's memory ceiling at full publish speed (issue 13).
+const RSS_TARGET_MIB: f64 = 128.0;
 
 /// The events/s of each run of a dispatch measurement: "101k, 98k".
 fn runs(v: &Value) -> String {
@@ -153,69 +198,118 @@ pub fn rows(r: &serde_json::Map<String, Value>) -> Vec<Value> {
         );
     }
 
-    // 1. Durable publish.
+    // 1. Durable publish, against JetStream as shipped (ack = written to the
+    // OS) and with `sync_interval: always` (ack = fsync'd, as evhost's 201).
     let js = get("publish_jetstream");
-    let js_rate = f(&js["events_per_sec"]);
-    for (key, what, rss_of) in [
-        ("publish_http", "publish over HTTP to the daemon", "daemon"),
+    let js_always = get("publish_jetstream_always");
+    let (js_rate, always_rate) = (peer_rate(&js), peer_rate(&js_always));
+    for (key, what, rss_of, min_ratio) in [
+        (
+            "publish_http",
+            "publish over HTTP to the daemon",
+            "daemon",
+            1.0,
+        ),
         (
             "publish_library",
             "publish through EventLog::append",
             "process",
+            2.0,
         ),
     ] {
         let v = get(key);
         if v.is_null() {
             continue;
         }
-        if let Some(e) = failed(&v) {
-            rows.missing(key, "1 publish", what, e);
+        if failed(&v).is_some() {
+            rows.missing(key, "1 publish", what, &v);
             continue;
         }
-        let ratio = f(&v["events_per_sec"]) / js_rate;
+        let mine = f(&v["events_per_sec"]);
+        let (ratio, ratio_always) = (mine / js_rate, mine / always_rate);
         rows.push(
             key,
             "1 publish",
             what,
             rate(&v),
             format!(
-                "batch 100, 1000 in flight; request p50 {:.2} ms, p99 {:.2} ms;{} evhost/JetStream {ratio:.2}× (evhost fsyncs before the ack, JetStream 2.9 does not)",
+                "batch 100, 1000 in flight; request p50 {:.2} ms, p99 {:.2} ms;{} ack (201) = fsync'd",
                 f(&v["request_p50_ms"]),
                 f(&v["request_p99_ms"]),
                 v["events_per_fsync"]
                     .as_f64()
                     .map_or(String::new(), |e| format!(" {e:.0} events per fsync;"))
             ),
-            "≥ 2× JetStream",
+            &format!("≥ {min_ratio}× JetStream default"),
             if ratio.is_nan() {
                 "no peer figure".into()
             } else {
-                verdict(ratio >= 2.0, format!("{ratio:.2}×"))
+                verdict(ratio >= min_ratio, format!("{ratio:.2}×"))
             },
             &v["peak_rss"],
             rss_of,
         );
-    }
-    if !js.is_null() {
-        match failed(&js) {
-            Some(e) => rows.missing("publish_jetstream", "1 publish", "NATS JetStream (peer)", e),
-            None => rows.push(
-                "publish_jetstream",
-                "1 publish",
-                "NATS JetStream, file store (peer)",
-                rate(&js),
-                format!(
-                    "{}; one publish per event, 1000 acks outstanding; ack p50 {:.2} ms, p99 {:.2} ms; acks before fsync",
-                    js["server"].as_str().unwrap_or("nats-server"),
-                    f(&js["request_p50_ms"]),
-                    f(&js["request_p99_ms"])
-                ),
-                "",
-                String::new(),
-                &js["peak_rss"],
-                "nats-server",
+        rows.vs_peer(
+            format!(
+                "{} JS default · {} JS always",
+                times(ratio),
+                times(ratio_always)
             ),
+            json!({"jetstream_default": ratio, "jetstream_always": ratio_always}),
+        );
+        if key == "publish_http" {
+            let rss = v["peak_rss"].as_f64().map(|b| b / (1 << 20) as f64);
+            rows.push(
+                "publish_http_rss",
+                "1 publish",
+                "daemon peak RSS at full publish speed",
+                rss.map_or("—".into(), |m| format!("{m:.0} MiB")),
+                "VmHWM of `evhost run` at the end of the HTTP publish run (default [log] cache-size)".into(),
+                &format!("≤ {RSS_TARGET_MIB:.0} MiB"),
+                match rss {
+                    Some(m) => verdict(m <= RSS_TARGET_MIB, format!("{m:.0} MiB")),
+                    None => "no figure".into(),
+                },
+                &v["peak_rss"],
+                "daemon",
+            );
         }
+    }
+    for (key, v, settings) in [
+        ("publish_jetstream", &js, "default settings"),
+        (
+            "publish_jetstream_always",
+            &js_always,
+            "sync_interval: always",
+        ),
+    ] {
+        if v.is_null() {
+            continue;
+        }
+        let what = format!("{}, file store, {settings} (peer)", jetstream(v));
+        if failed(v).is_some() {
+            rows.missing(key, "1 publish", &what, v);
+            continue;
+        }
+        rows.push(
+            key,
+            "1 publish",
+            &what,
+            rate(v),
+            format!(
+                "{}; one publish per event, 1000 acks outstanding; ack p50 {:.2} ms, p99 {:.2} ms{}",
+                v["ack_means"].as_str().unwrap_or("?"),
+                f(&v["request_p50_ms"]),
+                f(&v["request_p99_ms"]),
+                v["note"]
+                    .as_str()
+                    .map_or(String::new(), |n| format!("; {n}"))
+            ),
+            "",
+            String::new(),
+            &v["peak_rss"],
+            "nats-server",
+        );
     }
 
     // 2. Dispatch.
@@ -233,8 +327,8 @@ pub fn rows(r: &serde_json::Map<String, Value>) -> Vec<Value> {
         for (kind, v) in [("wasm", &wasm), ("native", &native)] {
             let id = format!("dispatch_{kind}_{mode}_p{p}");
             let label = format!("dispatch, {kind}: {what}");
-            if let Some(e) = failed(v) {
-                rows.missing(&id, "2 dispatch", &label, e);
+            if failed(v).is_some() {
+                rows.missing(&id, "2 dispatch", &label, v);
                 continue;
             }
             let (detail, target, verdict_) = if kind == "wasm" {
@@ -280,51 +374,109 @@ pub fn rows(r: &serde_json::Map<String, Value>) -> Vec<Value> {
         }
     }
 
-    // 3. Latency.
+    // 3. Latency, each rate next to its JetStream peer row.
     for rate_ in [5_000, 10_000] {
         let v = get(&format!("latency_{rate_}"));
-        if v.is_null() {
-            continue;
-        }
+        let js = get(&format!("latency_jetstream_{rate_}"));
+        let js_p99 = if failed(&js).is_some() {
+            f64::NAN
+        } else {
+            f(&js["p99_ms"])
+        };
         let id = format!("latency_{rate_}");
         let what = format!(
             "publish → handle at {}k events/s (HTTP, Wasm)",
             rate_ / 1000
         );
-        if let Some(e) = failed(&v) {
-            rows.missing(&id, "3 latency", &what, e);
+        // (`failed` of an absent result is None.)
+        if failed(&v).is_some() {
+            rows.missing(&id, "3 latency", &what, &v);
+        } else if !v.is_null() {
+            let p99 = f(&v["p99_ms"]);
+            let ratio = p99 / js_p99;
+            let target = rate_ == 10_000;
+            rows.push(
+                &id,
+                "3 latency",
+                &what,
+                format!(
+                    "p50 {:.2} ms · p99 {:.2} ms · max {:.2} ms",
+                    f(&v["p50_ms"]),
+                    p99,
+                    f(&v["max_ms"])
+                ),
+                format!(
+                    "{} events, {} per request every 1 ms, achieved {:.0}/s{}; of which publish → 201: p50 {:.2} ms, p99 {:.2} ms; 201 → handle: p50 {:.2} ms, p99 {:.2} ms",
+                    v["events"],
+                    v["events_per_request"],
+                    f(&v["achieved_rate"]),
+                    if v["producer_fell_behind"] == true { " (producer fell behind)" } else { "" },
+                    f(&v["ack_p50_ms"]),
+                    f(&v["ack_p99_ms"]),
+                    f(&v["after_ack_p50_ms"]),
+                    f(&v["after_ack_p99_ms"])
+                ),
+                if target { "p99 ≤ 5 ms; p99 ≤ JetStream's" } else { "" },
+                if target {
+                    format!(
+                        "{} · {}",
+                        verdict(p99 <= 5.0, format!("p99 {p99:.2} ms")),
+                        if ratio.is_nan() {
+                            "no peer figure".into()
+                        } else {
+                            verdict(ratio <= 1.0, format!("{ratio:.2}× JS"))
+                        }
+                    )
+                } else {
+                    String::new()
+                },
+                &v["peak_rss"],
+                "daemon",
+            );
+            rows.vs_peer(
+                format!("p99 {} JS", times(ratio)),
+                json!({"jetstream_p99": ratio}),
+            );
+        }
+        if js.is_null() {
             continue;
         }
-        let p99 = f(&v["p99_ms"]);
+        let id = format!("latency_jetstream_{rate_}");
+        let what = format!(
+            "{} publish → pull consumer at {}k events/s (peer)",
+            jetstream(&js),
+            rate_ / 1000
+        );
+        if failed(&js).is_some() {
+            rows.missing(&id, "3 latency", &what, &js);
+            continue;
+        }
         rows.push(
             &id,
             "3 latency",
             &what,
             format!(
                 "p50 {:.2} ms · p99 {:.2} ms · max {:.2} ms",
-                f(&v["p50_ms"]),
-                p99,
-                f(&v["max_ms"])
+                f(&js["p50_ms"]),
+                js_p99,
+                f(&js["max_ms"])
             ),
             format!(
-                "{} events, {} per request every 1 ms, achieved {:.0}/s{}; of which publish → 201: p50 {:.2} ms, p99 {:.2} ms; 201 → handle: p50 {:.2} ms, p99 {:.2} ms",
-                v["events"],
-                v["events_per_request"],
-                f(&v["achieved_rate"]),
-                if v["producer_fell_behind"] == true { " (producer fell behind)" } else { "" },
-                f(&v["ack_p50_ms"]),
-                f(&v["ack_p99_ms"]),
-                f(&v["after_ack_p50_ms"]),
-                f(&v["after_ack_p99_ms"])
+                "default settings: delivered once written to the OS, before fsync; durable pull consumer, explicit acks; {} events, {} per 1 ms tick, achieved {:.0}/s{}; publish → ack p50 {:.2} ms, p99 {:.2} ms{}",
+                js["events"],
+                js["events_per_tick"],
+                f(&js["achieved_rate"]),
+                if js["producer_fell_behind"] == true { " (producer fell behind)" } else { "" },
+                f(&js["ack_p50_ms"]),
+                f(&js["ack_p99_ms"]),
+                js["note"]
+                    .as_str()
+                    .map_or(String::new(), |n| format!("; {n}"))
             ),
-            if rate_ == 10_000 { "p99 ≤ 5 ms" } else { "" },
-            if rate_ == 10_000 {
-                verdict(p99 <= 5.0, format!("p99 {p99:.2} ms"))
-            } else {
-                String::new()
-            },
-            &v["peak_rss"],
-            "daemon",
+            "",
+            String::new(),
+            &js["peak_rss"],
+            "nats-server",
         );
     }
 
@@ -332,7 +484,12 @@ pub fn rows(r: &serde_json::Map<String, Value>) -> Vec<Value> {
     let reload = get("reload");
     if !reload.is_null() {
         match failed(&reload) {
-            Some(e) => rows.missing("reload", "4 reload", "hot reload (benches/reload.rs)", e),
+            Some(_) => rows.missing(
+                "reload",
+                "4 reload",
+                "hot reload (benches/reload.rs)",
+                &reload,
+            ),
             None => {
                 for row in reload["rows"].as_array().into_iter().flatten() {
                     let default_debounce = row["debounce"].as_str() != Some("10 ms");
@@ -372,7 +529,7 @@ pub fn rows(r: &serde_json::Map<String, Value>) -> Vec<Value> {
     let startup = get("startup");
     if !startup.is_null() {
         match failed(&startup) {
-            Some(e) => rows.missing("startup", "4 startup", "daemon startup", e),
+            Some(_) => rows.missing("startup", "4 startup", "daemon startup", &startup),
             None => {
                 for (key, what) in [
                     ("no_plugins", "daemon startup, no plugins"),
@@ -405,7 +562,7 @@ pub fn rows(r: &serde_json::Map<String, Value>) -> Vec<Value> {
     let calls = get("calls");
     if !calls.is_null() {
         match failed(&calls) {
-            Some(e) => rows.missing("calls", "5 per call", "per-call cost", e),
+            Some(_) => rows.missing("calls", "5 per call", "per-call cost", &calls),
             None => {
                 let live = f(&calls["live_median_us"]);
                 let fresh = f(&calls["fresh_median_us"]);
@@ -449,7 +606,7 @@ pub fn rows(r: &serde_json::Map<String, Value>) -> Vec<Value> {
 
 pub fn table(rows: &[Value]) -> String {
     let mut out = String::from(
-        "| # | measurement | result | target | verdict | peak RSS | detail |\n|---|---|---|---|---|---|---|\n",
+        "| # | measurement | result | target | verdict | vs peer | peak RSS | detail |\n|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         let rss = match r["peak_rss_mib"].as_f64() {
@@ -457,12 +614,13 @@ pub fn table(rows: &[Value]) -> String {
             None => String::new(),
         };
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r["section"].as_str().unwrap_or(""),
             r["measurement"].as_str().unwrap_or(""),
             r["result"].as_str().unwrap_or(""),
             r["target"].as_str().unwrap_or(""),
             r["verdict"].as_str().unwrap_or(""),
+            r["vs_peer"].as_str().unwrap_or(""),
             rss,
             r["detail"].as_str().unwrap_or(""),
         ));
