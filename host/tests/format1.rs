@@ -18,7 +18,7 @@ fn at(secs: u64) -> SystemTime {
 /// The i-th event of the fixture, as the generator made it.
 fn ev(i: u32, ty: &str, subject: Option<&str>) -> Event {
     let mut extensions = BTreeMap::new();
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         extensions.insert("region".to_string(), format!("eu-{i}"));
     }
     Event {
@@ -28,9 +28,11 @@ fn ev(i: u32, ty: &str, subject: Option<&str>) -> Event {
         ty: ty.into(),
         subject: subject.map(Into::into),
         time: format!("2026-11-29T00:00:{:02}Z", i % 60),
-        datacontenttype: (i % 2 == 0).then(|| "application/json".into()),
-        dataschema: (i % 5 == 0).then(|| format!("urn:schema:{ty}:1")),
-        data: (i % 2 == 0).then(|| format!("{{\"n\":{i},\"text\":\"é ✓ {i}\"}}").into_bytes()),
+        datacontenttype: i.is_multiple_of(2).then(|| "application/json".into()),
+        dataschema: i.is_multiple_of(5).then(|| format!("urn:schema:{ty}:1")),
+        data: i
+            .is_multiple_of(2)
+            .then(|| format!("{{\"n\":{i},\"text\":\"é ✓ {i}\"}}").into_bytes()),
         correlationid: format!("corr-{}", i / 4),
         causationid: (i > 0).then(|| format!("evt-{:04}", i - 1)),
         actor: (i % 4 == 1).then(|| "user:alice".into()),

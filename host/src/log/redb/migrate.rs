@@ -20,6 +20,29 @@ use crate::log::encoding::{ChunkBuilder, decode_event_record, encode_event_body}
 /// Events at most in one migrated chunk, so a reader never decodes a huge one.
 const MAX_CHUNK_EVENTS: u64 = 4096;
 
+/// Consecutive format-1 events of one partition and one append time: one chunk.
+struct Run {
+    partition: (u32, u32),
+    first: u64,
+    next: u64,
+    append_ms: u64,
+    chunk: ChunkBuilder,
+}
+
+impl Run {
+    fn write(
+        self,
+        chunks: &mut ::redb::Table<'_, (u32, u32, u64), &'static [u8]>,
+    ) -> Result<(), LogError> {
+        let (topic, partition) = self.partition;
+        chunks.insert(
+            (topic, partition, self.first),
+            self.chunk.finish(self.append_ms).as_slice(),
+        )?;
+        Ok(())
+    }
+}
+
 pub(super) fn from_v1(db: &Database) -> Result<(), LogError> {
     let started = Instant::now();
     let starts: HashMap<(u32, u32), u64> = {
@@ -39,38 +62,34 @@ pub(super) fn from_v1(db: &Database) -> Result<(), LogError> {
         let mut swept = txn.open_table(DEDUPE_SWEPT)?;
         let mut events = 0u64;
         let mut chunks = 0u64;
-        // The chunk being built: its partition, first offset, next offset, time.
-        let mut open: Option<((u32, u32), u64, u64, u64, ChunkBuilder)> = None;
+        let mut open: Option<Run> = None;
         for row in old.iter()? {
             let (key, record) = row?;
             let (topic, partition, offset) = key.value();
             let (append_ms, event) = decode_event_record(record.value())?;
-            let body = encode_event_body(&event);
-            let continues = open.as_ref().is_some_and(|(p, _, next, ms, chunk)| {
-                *p == (topic, partition)
-                    && *next == offset
-                    && *ms == append_ms
-                    && chunk.count() < MAX_CHUNK_EVENTS
+            let continues = open.as_ref().is_some_and(|run| {
+                run.partition == (topic, partition)
+                    && run.next == offset
+                    && run.append_ms == append_ms
+                    && run.chunk.count() < MAX_CHUNK_EVENTS
             });
-            if !continues && let Some(((t, p), first, _, ms, chunk)) = open.take() {
-                new.insert((t, p, first), chunk.finish(ms).as_slice())?;
+            if !continues && let Some(run) = open.take() {
+                run.write(&mut new)?;
                 chunks += 1;
             }
-            let slot = open.get_or_insert_with(|| {
-                (
-                    (topic, partition),
-                    offset,
-                    offset,
-                    append_ms,
-                    ChunkBuilder::default(),
-                )
+            let run = open.get_or_insert_with(|| Run {
+                partition: (topic, partition),
+                first: offset,
+                next: offset,
+                append_ms,
+                chunk: ChunkBuilder::default(),
             });
-            slot.4.push(&body);
-            slot.2 = offset + 1;
+            run.chunk.push(&encode_event_body(&event));
+            run.next = offset + 1;
             events += 1;
         }
-        if let Some(((t, p), first, _, ms, chunk)) = open.take() {
-            new.insert((t, p, first), chunk.finish(ms).as_slice())?;
+        if let Some(run) = open.take() {
+            run.write(&mut new)?;
             chunks += 1;
         }
         for (key, start) in starts {
