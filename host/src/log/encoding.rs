@@ -412,6 +412,11 @@ impl ChunkBuilder {
         self.count
     }
 
+    /// Bytes of the events so far (their length prefixes included).
+    pub(crate) fn len(&self) -> usize {
+        self.body.len()
+    }
+
     /// The `i`-th event's body, from the events pushed so far.
     pub(crate) fn body(&self, i: u64) -> Result<Option<&[u8]>, LogError> {
         let mut dec = Dec {

@@ -122,3 +122,51 @@ fn the_runtime_reads_committed_plugin_state_through_the_log() {
         None
     );
 }
+
+#[test]
+fn a_large_batch_is_split_into_bounded_chunks_and_reads_back_whole() {
+    use ::redb::{ReadableDatabase, ReadableTableMetadata};
+
+    let dir = tempfile::tempdir().unwrap();
+    let log = RedbLog::open(dir.path().join("log.redb"), LogConfig::default()).unwrap();
+    // Eleven events of ~900 KB in one append to one partition: more than one chunk's worth.
+    let events: Vec<_> = (0..11)
+        .map(|i| {
+            let mut e = event(&format!("big-{i}"));
+            e.subject = Some("one-subject".into());
+            e.data = Some(vec![b'a' + i as u8; 900_000]);
+            NewEvent::to_topic("blobs", e)
+        })
+        .collect();
+    let acks = log.append(events).wait().unwrap();
+    assert_eq!(
+        acks.iter().map(|a| a.position.offset).collect::<Vec<_>>(),
+        (0..11).collect::<Vec<_>>()
+    );
+    let chunks = {
+        let txn = log.shared.db.begin_read().unwrap();
+        txn.open_table(super::tables::CHUNKS)
+            .unwrap()
+            .len()
+            .unwrap()
+    };
+    assert!(
+        chunks >= 2,
+        "11 × 900 KB are split into chunks of at most a few MiB, not one value: {chunks}"
+    );
+    let all = log.read("blobs", 0, 0, 100).wait().unwrap();
+    assert_eq!(all.len(), 11);
+    for (i, stored) in all.iter().enumerate() {
+        assert_eq!(stored.position.offset, i as u64);
+        assert_eq!(
+            stored.event.data.as_deref().map(|d| d[0]),
+            Some(b'a' + i as u8)
+        );
+    }
+    // From inside a later chunk.
+    let tail = log.read("blobs", 0, 7, 2).wait().unwrap();
+    assert_eq!(
+        tail.iter().map(|s| s.event.id.as_str()).collect::<Vec<_>>(),
+        ["big-7", "big-8"]
+    );
+}

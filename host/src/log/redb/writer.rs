@@ -72,6 +72,9 @@ pub(super) enum Request {
     Shutdown,
 }
 
+/// A chunk this large is closed and the partition's next event starts another.
+const CHUNK_BYTES: usize = 4 << 20;
+
 /// A request's result, before the transaction commits.
 enum Reply {
     Topic(TopicInfo),
@@ -592,6 +595,33 @@ impl<'t, 'c> Batch<'t, 'c> {
         }))
     }
 
+    /// Appends an event to its partition's chunk of this batch. A chunk that has grown past
+    /// [`CHUNK_BYTES`] is written now and the next event starts another, so a huge batch
+    /// never makes one huge value (redb's limit is 3 GiB; readers decode a chunk's prefix).
+    fn push_to_chunk(
+        &mut self,
+        topic: u32,
+        partition: u32,
+        offset: u64,
+        body: &[u8],
+    ) -> Result<(), Fatal> {
+        if let Some((first, chunk)) = self.chunks.get(&(topic, partition))
+            && chunk.len() >= CHUNK_BYTES
+        {
+            self.t.chunks.insert(
+                (topic, partition, *first),
+                chunk.finish(self.now_ms).as_slice(),
+            )?;
+            self.chunks.remove(&(topic, partition));
+        }
+        self.chunks
+            .entry((topic, partition))
+            .or_insert_with(|| (offset, ChunkBuilder::default()))
+            .1
+            .push(body);
+        Ok(())
+    }
+
     /// The event at a position, as of this point in the batch (its own chunks included).
     fn event_at(
         &self,
@@ -665,12 +695,8 @@ impl<'t, 'c> Batch<'t, 'c> {
             let offset = part.end;
             part.end += 1;
             part.bytes += size as u64;
+            self.push_to_chunk(tid, partition, offset, &body)?;
             let now_ms = self.now_ms;
-            self.chunks
-                .entry((tid, partition))
-                .or_insert_with(|| (offset, ChunkBuilder::default()))
-                .1
-                .push(&body);
             self.t
                 .dedupe
                 .insert((tid, event.id.as_str()), (partition, offset, now_ms))?;
