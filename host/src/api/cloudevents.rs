@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use axum::http::{HeaderMap, StatusCode, header};
 use base64::Engine as _;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
@@ -44,33 +45,37 @@ pub fn parse_request(headers: &HeaderMap, body: &[u8]) -> Result<Vec<Event>, Api
     });
     match media.as_deref() {
         Some(STRUCTURED) => {
-            let value = parse_json(body)?;
-            let Value::Object(obj) = value else {
+            let raw = parse_json(body)?;
+            if !raw.get().starts_with('{') {
                 return Err(ApiError::bad_request(
                     "a structured-mode body must be one JSON object (a CloudEvent); \
                      send arrays as application/cloudevents-batch+json",
                 ));
-            };
-            Ok(vec![from_json(obj, None)?])
+            }
+            Ok(vec![from_json(JsonEvent::parse(raw)?, None)?])
         }
         Some(BATCH) => {
-            let value = parse_json(body)?;
-            let Value::Array(items) = value else {
+            let raw = parse_json(body)?;
+            if !raw.get().starts_with('[') {
                 return Err(ApiError::bad_request(
                     "a batch-mode body must be a JSON array of CloudEvents",
                 ));
-            };
+            }
+            let items: Vec<&RawValue> = serde_json::from_str(raw.get())
+                .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
             if items.is_empty() {
                 return Err(ApiError::bad_request("the batch holds no events"));
             }
             items
                 .into_iter()
                 .enumerate()
-                .map(|(i, item)| match item {
-                    Value::Object(obj) => from_json(obj, Some(i)),
-                    _ => Err(ApiError::bad_request(format!(
-                        "batch event {i} is not a JSON object"
-                    ))),
+                .map(|(i, item)| {
+                    if !item.get().starts_with('{') {
+                        return Err(ApiError::bad_request(format!(
+                            "batch event {i} is not a JSON object"
+                        )));
+                    }
+                    from_json(JsonEvent::parse(item)?, Some(i))
                 })
                 .collect()
         }
@@ -97,11 +102,63 @@ pub fn parse_request(headers: &HeaderMap, body: &[u8]) -> Result<Vec<Event>, Api
     }
 }
 
-fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
+/// The body as validated JSON, not yet parsed into values (leading and trailing
+/// whitespace trimmed, so its first byte tells the kind of value).
+fn parse_json(body: &[u8]) -> Result<&RawValue, ApiError> {
     if body.is_empty() {
         return Err(ApiError::bad_request("the request body is empty"));
     }
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))
+    serde_json::from_slice::<&RawValue>(body)
+        .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))
+}
+
+/// One CloudEvent's JSON object: its attributes as values, its `data` as the
+/// producer's JSON text — stored as sent, never parsed into a tree and written
+/// again (the costliest part of a publish). Like a JSON object, a repeated key
+/// keeps its last value.
+struct JsonEvent<'a> {
+    attributes: BTreeMap<String, Value>,
+    data: Option<&'a RawValue>,
+}
+
+impl<'a> JsonEvent<'a> {
+    fn parse(raw: &'a RawValue) -> Result<Self, ApiError> {
+        serde_json::from_str(raw.get())
+            .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))
+    }
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for JsonEvent<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Fields<'a> {
+            type Value = JsonEvent<'a>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object (a CloudEvent)")
+            }
+
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> Result<JsonEvent<'a>, M::Error> {
+                let mut event = JsonEvent {
+                    attributes: BTreeMap::new(),
+                    data: None,
+                };
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "data" {
+                        event.data = Some(map.next_value::<&'de RawValue>()?);
+                    } else {
+                        let value = map.next_value::<Value>()?;
+                        event.attributes.insert(key, value);
+                    }
+                }
+                Ok(event)
+            }
+        }
+        d.deserialize_map(Fields(std::marker::PhantomData))
+    }
 }
 
 fn is_json_media(content_type: &str) -> bool {
@@ -247,14 +304,13 @@ impl Attributes {
 }
 
 /// One event of the JSON format.
-fn from_json(obj: Map<String, Value>, index: Option<usize>) -> Result<Event, ApiError> {
+fn from_json(event: JsonEvent<'_>, index: Option<usize>) -> Result<Event, ApiError> {
     let where_ = index.map_or_else(String::new, |i| format!("batch event {i}: "));
     let mut attrs = Attributes::default();
-    let mut data = None;
+    let data = event.data;
     let mut data_base64 = None;
-    for (name, value) in obj {
+    for (name, value) in event.attributes {
         match name.as_str() {
-            "data" => data = Some(value),
             "data_base64" => match value {
                 Value::String(s) => data_base64 = Some(s),
                 Value::Null => {}
@@ -299,24 +355,23 @@ fn from_json(obj: Map<String, Value>, index: Option<usize>) -> Result<Event, Api
                     ApiError::bad_request(format!("{where_}`data_base64` is not valid base64: {e}"))
                 })?,
         ),
-        (Some(Value::Null), None) | (None, None) => None,
-        (Some(value), None) => {
+        (None, None) => None,
+        (Some(raw), None) if raw.get() == "null" => None,
+        (Some(raw), None) => {
             let text_type = attrs
                 .datacontenttype
                 .as_deref()
                 .is_some_and(|ct| !is_json_media(ct));
-            match value {
+            if text_type && raw.get().starts_with('"') {
                 // A non-JSON content type carries its data as a JSON string.
-                Value::String(s) if text_type => Some(s.into_bytes()),
-                other => {
-                    if attrs.datacontenttype.is_none() {
-                        attrs.datacontenttype = Some("application/json".into());
-                    }
-                    Some(
-                        serde_json::to_vec(&other)
-                            .map_err(|e| ApiError::bad_request(e.to_string()))?,
-                    )
+                let text: String = serde_json::from_str(raw.get())
+                    .map_err(|e| ApiError::bad_request(format!("{where_}`data`: {e}")))?;
+                Some(text.into_bytes())
+            } else {
+                if attrs.datacontenttype.is_none() {
+                    attrs.datacontenttype = Some("application/json".into());
                 }
+                Some(raw.get().as_bytes().to_vec())
             }
         }
     };
@@ -537,5 +592,36 @@ mod tests {
                 .remove(0);
         assert_eq!(e.data.as_deref(), Some(&[0u8, 1, 2][..]));
         assert_eq!(event_json(&e)["data_base64"], "AAEC");
+    }
+
+    #[test]
+    fn json_data_is_stored_as_sent_and_repeated_attributes_keep_the_last() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, BATCH.parse().unwrap());
+        let body = br#"[{"specversion":"1.0","type":"t","source":"s","id":"a","id":"b",
+            "data": {"z": 1,  "a": [true, null]}},
+            {"specversion":"1.0","type":"t","source":"s","data":null}]"#;
+        let events = parse_request(&headers, body).unwrap();
+        assert_eq!(events[0].id, "b");
+        assert_eq!(
+            events[0].data.as_deref(),
+            Some(&br#"{"z": 1,  "a": [true, null]}"#[..]),
+            "the producer's JSON, not a re-serialisation"
+        );
+        assert_eq!(
+            events[0].datacontenttype.as_deref(),
+            Some("application/json")
+        );
+        assert_eq!(events[1].data, None);
+        let not_objects = parse_request(
+            &headers,
+            br#"[{"specversion":"1.0","type":"t","source":"s"}, 7]"#,
+        )
+        .unwrap_err();
+        assert!(
+            not_objects
+                .message
+                .contains("batch event 1 is not a JSON object")
+        );
     }
 }
