@@ -37,7 +37,7 @@ pub enum Failure {
     /// rejected for good like the above, and, unlike a handler's rejection, a
     /// health problem of the deployment (every event fails the same way), so
     /// it counts towards the circuit breaker.
-    #[error("refused: {0}")]
+    #[error("rejected: {0}")]
     Refused(String),
     /// The guest trapped (a Rust panic arrives here), with its message.
     #[error("trap: {0}")]
