@@ -174,12 +174,12 @@ fn a_refused_grant_is_a_rejection_naming_the_sidecar_and_the_key() {
     );
     let err = instance.call(&event("a.b", None), 1).unwrap_err();
     match &err.failure {
-        Failure::Rejected(m) => assert!(
+        Failure::Refused(m) => assert!(
             m.contains("no `state` grant")
                 && m.contains(r#"add "state = true" under [grants] in /srv/plugins/counter.toml"#),
             "{m}"
         ),
-        other => panic!("expected a rejection, got {other:?}"),
+        other => panic!("expected a refusal (a rejection the breaker counts), got {other:?}"),
     }
 
     let welcome = rt.load_file(&support::plugin("welcome")).unwrap();
@@ -190,7 +190,7 @@ fn a_refused_grant_is_a_rejection_naming_the_sidecar_and_the_key() {
     let ev = event("user.created", Some(serde_json::json!({"email": "a@b.c"})));
     let err = instance.call(&ev, 1).unwrap_err();
     match &err.failure {
-        Failure::Rejected(m) => assert!(
+        Failure::Refused(m) => assert!(
             m.contains("may not emit type `notification.requested`")
                 && m.contains("audit.*")
                 && m.contains(
@@ -198,7 +198,7 @@ fn a_refused_grant_is_a_rejection_naming_the_sidecar_and_the_key() {
                 ),
             "{m}"
         ),
-        other => panic!("expected a rejection, got {other:?}"),
+        other => panic!("expected a refusal (a rejection the breaker counts), got {other:?}"),
     }
 }
 
@@ -216,11 +216,11 @@ fn a_refused_grant_rejects_the_call_even_when_the_guest_swallows_the_error() {
         .call(&event("faulty.swallow-refusal", None), 1)
         .expect_err("a refused grant fails the call");
     match &err.failure {
-        Failure::Rejected(m) => assert!(
+        Failure::Refused(m) => assert!(
             m.contains("no `state` grant") && m.contains("/srv/plugins/faulty.toml"),
             "{m}"
         ),
-        other => panic!("expected a rejection, got {other:?}"),
+        other => panic!("expected a refusal (a rejection the breaker counts), got {other:?}"),
     }
     // The refusal belongs to that call only.
     instance
