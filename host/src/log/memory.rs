@@ -395,45 +395,23 @@ impl Txn<'_> {
         rules::check_stream_name(stream)?;
         let current = self.store.streams.get(stream).map_or(0, |s| s.len() as u64);
         // A retry of an append that already went through: answer the originals.
-        let mut originals = Vec::new();
-        let mut seen = BTreeSet::new();
-        for new in &events {
-            let topic = new.topic();
-            if !seen.insert((topic.clone().into_owned(), new.event.id.clone())) {
-                return Err(LogError::Invalid(format!(
-                    "event id `{}` appears twice in one stream append",
-                    new.event.id
-                )));
-            }
-            if let Some((partition, offset)) = self.duplicate_of(&topic, &new.event.id) {
-                let stream_version = self
-                    .store
-                    .partition(&topic, partition)
-                    .ok()
-                    .and_then(|p| p.get(offset))
-                    .and_then(|entry| entry.event.streamversion);
-                originals.push(Appended {
-                    id: new.event.id.clone(),
-                    position: Position {
-                        topic: topic.into_owned(),
-                        partition,
-                        offset,
-                    },
-                    stream_version,
-                    duplicate: true,
-                });
-            }
-        }
-        if !originals.is_empty() {
-            if originals.len() == events.len() {
-                self.duplicates += originals.len() as u64;
-                return Ok(originals);
-            }
-            return Err(LogError::Invalid(format!(
-                "{} of the {} event ids are already stored; a stream append is retried whole",
-                originals.len(),
-                events.len()
-            )));
+        let retry = rules::stream_retry(&events, |topic, id| {
+            Ok::<_, LogError>(self.duplicate_of(topic, id).map(|(partition, offset)| {
+                rules::Original {
+                    partition,
+                    offset,
+                    stream_version: self
+                        .store
+                        .partition(topic, partition)
+                        .ok()
+                        .and_then(|p| p.get(offset))
+                        .and_then(|entry| entry.event.streamversion),
+                }
+            }))
+        })??;
+        if let Some(originals) = retry {
+            self.duplicates += originals.len() as u64;
+            return Ok(originals);
         }
         if let ExpectedVersion::Exact(expected) = expected
             && expected != current

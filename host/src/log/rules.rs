@@ -177,3 +177,52 @@ pub(crate) fn check_state_changes(state: &[StateChange]) -> Result<(), LogError>
     }
     Ok(())
 }
+
+/// Where a stored event is, for [`stream_retry`]: its position and stream version.
+pub(crate) struct Original {
+    pub(crate) partition: u32,
+    pub(crate) offset: u64,
+    pub(crate) stream_version: Option<u64>,
+}
+
+/// A stream append whose every event id is already stored (within the dedupe window) is
+/// the retry of an append that went through: it answers the originals (`Some`). None
+/// stored: a new append (`None`). Some but not all, or an id twice in one request: refused.
+/// `stored(topic, id)` finds an event's original in the backend.
+pub(crate) fn stream_retry<E>(
+    events: &[NewEvent],
+    mut stored: impl FnMut(&str, &str) -> Result<Option<Original>, E>,
+) -> Result<Result<Option<Vec<super::Appended>>, LogError>, E> {
+    let mut originals = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for new in events {
+        let topic = new.topic();
+        if !seen.insert((topic.clone().into_owned(), new.event.id.as_str())) {
+            return Ok(Err(LogError::Invalid(format!(
+                "event id `{}` appears twice in one stream append",
+                new.event.id
+            ))));
+        }
+        if let Some(original) = stored(&topic, &new.event.id)? {
+            originals.push(super::Appended {
+                id: new.event.id.clone(),
+                position: crate::event::Position {
+                    topic: topic.into_owned(),
+                    partition: original.partition,
+                    offset: original.offset,
+                },
+                stream_version: original.stream_version,
+                duplicate: true,
+            });
+        }
+    }
+    Ok(match originals.len() {
+        0 => Ok(None),
+        n if n == events.len() => Ok(Some(originals)),
+        n => Err(LogError::Invalid(format!(
+            "{n} of the {} event ids are already stored; a stream append is retried whole",
+            events.len()
+        ))),
+    })
+}
+

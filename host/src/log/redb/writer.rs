@@ -11,7 +11,7 @@
 //! request leaves no trace in the shared transaction and the others still commit. A storage
 //! error, by contrast, aborts the whole transaction and every request in it gets the error.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
@@ -742,44 +742,28 @@ impl<'t, 'c> Batch<'t, 'c> {
         }
         let current = self.t.streams.get(stream)?.map_or(0, |g| g.value());
         // A retry of an append that already went through: answer the originals.
-        let mut originals = Vec::new();
-        let mut seen = HashSet::new();
-        for new in &events {
-            let topic = new.topic();
-            if !seen.insert((topic.clone().into_owned(), new.event.id.clone())) {
-                refuse!(LogError::Invalid(format!(
-                    "event id `{}` appears twice in one stream append",
-                    new.event.id
-                )));
-            }
-            if let Some(meta) = self.topic_meta(&topic)
-                && let Some((partition, offset)) = self.duplicate_of(meta.id, &new.event.id)?
-            {
-                let stream_version = self
+        let retry = rules::stream_retry(&events, |topic, id| {
+            let Some(meta) = self.topic_meta(topic) else {
+                return Ok(None);
+            };
+            let Some((partition, offset)) = self.duplicate_of(meta.id, id)? else {
+                return Ok(None);
+            };
+            Ok::<_, Fatal>(Some(rules::Original {
+                partition,
+                offset,
+                stream_version: self
                     .event_at(meta.id, partition, offset)?
-                    .and_then(|e| e.streamversion);
-                originals.push(Appended {
-                    id: new.event.id.clone(),
-                    position: Position {
-                        topic: topic.into_owned(),
-                        partition,
-                        offset,
-                    },
-                    stream_version,
-                    duplicate: true,
-                });
-            }
-        }
-        if !originals.is_empty() {
-            if originals.len() == events.len() {
+                    .and_then(|e| e.streamversion),
+            }))
+        })?;
+        match retry {
+            Err(e) => refuse!(e),
+            Ok(Some(originals)) => {
                 self.duplicates += originals.len() as u64;
                 return Ok(Ok(originals));
             }
-            refuse!(LogError::Invalid(format!(
-                "{} of the {} event ids are already stored; a stream append is retried whole",
-                originals.len(),
-                events.len()
-            )));
+            Ok(None) => {}
         }
         if let ExpectedVersion::Exact(expected) = expected
             && expected != current
