@@ -13,12 +13,12 @@
 //! refused by one backend is refused by the other with the same error.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::ops::Bound;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
-use std::thread::JoinHandle;
+use std::ops::{Bound, ControlFlow};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use super::encoding::millis_since_epoch;
+use super::periodic::Periodic;
 use super::rules::{self, Planned};
 use super::watch::{EndSignal, EndWatch};
 use super::{
@@ -36,7 +36,7 @@ use crate::histogram::{BATCH_SIZES, COMMIT_SECONDS, Histogram};
 /// watchers with [`LogError::Closed`]; writes after a shutdown answer `Closed`.
 pub struct MemoryLog {
     shared: Arc<Shared>,
-    retention: Mutex<Option<Background>>,
+    retention: Mutex<Option<Periodic>>,
 }
 
 struct Shared {
@@ -174,7 +174,7 @@ impl MemoryLog {
             transaction_seconds: Histogram::new(COMMIT_SECONDS),
             transaction_events: Histogram::new(BATCH_SIZES),
         });
-        let retention = Background::spawn(Arc::downgrade(&shared), interval)
+        let retention = spawn_retention(Arc::downgrade(&shared), interval)
             .map_err(|e| LogError::Storage(super::StorageFailure::new("memory", e)))?;
         Ok(Self {
             shared,
@@ -841,51 +841,22 @@ impl crate::runtime::StateStore for MemoryLog {
 
 /// The background thread that runs a retention pass every `retention_interval`. It holds
 /// the log only weakly, so dropping the log is never held up by it.
-struct Background {
-    stop: Arc<(Mutex<bool>, Condvar)>,
-    thread: JoinHandle<()>,
-}
-
-impl Background {
-    fn spawn(shared: Weak<Shared>, interval: Duration) -> std::io::Result<Self> {
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let stopped = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("evhost-memlog-retention".into())
-            .spawn(move || {
-                let (flag, cv) = &*stopped;
-                loop {
-                    let guard = flag.lock().unwrap_or_else(PoisonError::into_inner);
-                    let (guard, _) = cv
-                        .wait_timeout_while(guard, interval, |stop| !*stop)
-                        .unwrap_or_else(PoisonError::into_inner);
-                    if *guard {
-                        return;
-                    }
-                    drop(guard);
-                    let Some(shared) = shared.upgrade() else {
-                        return;
-                    };
-                    match write(&shared, |txn| Ok(txn.retention())) {
-                        Ok(report) if report.events_deleted > 0 => tracing::debug!(
-                            events = report.events_deleted,
-                            bytes = report.bytes_deleted,
-                            "retention deleted events"
-                        ),
-                        Ok(_) => {}
-                        Err(_) => return,
-                    }
-                }
-            })?;
-        Ok(Self { stop, thread })
-    }
-
-    fn stop(self) {
-        let (flag, cv) = &*self.stop;
-        *flag.lock().unwrap_or_else(PoisonError::into_inner) = true;
-        cv.notify_all();
-        let _ = self.thread.join();
-    }
+fn spawn_retention(shared: Weak<Shared>, interval: Duration) -> std::io::Result<Periodic> {
+    Periodic::spawn("evhost-memlog-retention", interval, move || {
+        let Some(shared) = shared.upgrade() else {
+            return ControlFlow::Break(());
+        };
+        match write(&shared, |txn| Ok(txn.retention())) {
+            Ok(report) if report.events_deleted > 0 => tracing::debug!(
+                events = report.events_deleted,
+                bytes = report.bytes_deleted,
+                "retention deleted events"
+            ),
+            Ok(_) => {}
+            Err(_) => return ControlFlow::Break(()),
+        }
+        ControlFlow::Continue(())
+    })
 }
 
 #[cfg(test)]

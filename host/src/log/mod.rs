@@ -23,6 +23,7 @@ mod encoding;
 mod error;
 mod memory;
 mod pending;
+mod periodic;
 pub mod redb;
 mod rules;
 #[cfg(test)]

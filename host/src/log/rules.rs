@@ -225,4 +225,3 @@ pub(crate) fn stream_retry<E>(
         ))),
     })
 }
-

@@ -25,9 +25,9 @@ use std::thread::JoinHandle;
 use ::redb::{Database, ReadableDatabase, ReadableTable};
 
 use self::error::storage;
-use self::retention::RetentionTask;
 use self::tables::*;
 use self::writer::{Committed, Request, Writer};
+use super::periodic::Periodic;
 use super::watch::{EndSignal, EndWatch};
 use super::{
     Appended, AttemptRecord, CommitOutcome, ConsumerCommit, DeadLetter, DeadLetterId, EventLog,
@@ -45,7 +45,7 @@ pub struct RedbLog {
     shared: Arc<Shared>,
     requests: Sender<Request>,
     writer: Mutex<Option<JoinHandle<()>>>,
-    retention: Mutex<Option<RetentionTask>>,
+    retention: Mutex<Option<Periodic>>,
 }
 
 /// What the writer thread and the readers share.
@@ -116,7 +116,7 @@ impl RedbLog {
             .name("evhost-log-writer".into())
             .spawn(move || writer.run())
             .map_err(|e| LogError::Storage(storage(e)))?;
-        let retention = RetentionTask::spawn(requests.clone(), shared.config.retention_interval)
+        let retention = retention::spawn_task(requests.clone(), shared.config.retention_interval)
             .map_err(|e| LogError::Storage(storage(e)));
         let log = Self {
             shared,

@@ -12,15 +12,15 @@
 //! later has a newer entry, which stays).
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use ::redb::ReadableTable;
 
 use super::writer::{Batch, Fatal, Request};
 use crate::log::encoding::{Chunk, ChunkBuilder, event_body_id, event_record_len};
+use crate::log::periodic::Periodic;
 use crate::log::{LogError, Pending, RetentionReport};
 
 pub(super) const MAX_DELETIONS_PER_PASS: u64 = 100_000;
@@ -263,53 +263,27 @@ impl Batch<'_, '_> {
 }
 
 /// The background thread that asks the writer for a retention pass now and then.
-pub(super) struct RetentionTask {
-    stop: Arc<(Mutex<bool>, Condvar)>,
-    thread: JoinHandle<()>,
-}
-
-impl RetentionTask {
-    pub(super) fn spawn(requests: Sender<Request>, interval: Duration) -> std::io::Result<Self> {
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let stopped = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("evhost-log-retention".into())
-            .spawn(move || {
-                let (flag, cv) = &*stopped;
-                loop {
-                    let guard = flag.lock().unwrap_or_else(PoisonError::into_inner);
-                    let (guard, _) = cv
-                        .wait_timeout_while(guard, interval, |stop| !*stop)
-                        .unwrap_or_else(PoisonError::into_inner);
-                    if *guard {
-                        return;
-                    }
-                    drop(guard);
-                    let (answer, pending) = Pending::channel();
-                    if requests.send(Request::Retention { answer }).is_err() {
-                        return;
-                    }
-                    match pending.wait() {
-                        Ok(report) if report.events_deleted > 0 => {
-                            tracing::debug!(
-                                events = report.events_deleted,
-                                bytes = report.bytes_deleted,
-                                "retention deleted events"
-                            );
-                        }
-                        Ok(_) => {}
-                        Err(LogError::Closed) => return,
-                        Err(e) => tracing::warn!(error = %e, "retention pass failed"),
-                    }
-                }
-            })?;
-        Ok(Self { stop, thread })
-    }
-
-    pub(super) fn stop(self) {
-        let (flag, cv) = &*self.stop;
-        *flag.lock().unwrap_or_else(PoisonError::into_inner) = true;
-        cv.notify_all();
-        let _ = self.thread.join();
-    }
+pub(super) fn spawn_task(
+    requests: Sender<Request>,
+    interval: Duration,
+) -> std::io::Result<Periodic> {
+    Periodic::spawn("evhost-log-retention", interval, move || {
+        let (answer, pending) = Pending::channel();
+        if requests.send(Request::Retention { answer }).is_err() {
+            return ControlFlow::Break(());
+        }
+        match pending.wait() {
+            Ok(report) if report.events_deleted > 0 => {
+                tracing::debug!(
+                    events = report.events_deleted,
+                    bytes = report.bytes_deleted,
+                    "retention deleted events"
+                );
+            }
+            Ok(_) => {}
+            Err(LogError::Closed) => return ControlFlow::Break(()),
+            Err(e) => tracing::warn!(error = %e, "retention pass failed"),
+        }
+        ControlFlow::Continue(())
+    })
 }
