@@ -18,6 +18,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use evhost::event::{Event, Position};
 use evhost::log::*;
 
+#[path = "../../tests/support/nats_server.rs"]
+mod nats_server;
+
 // ---------------------------------------------------------------------------------------
 // harness
 
@@ -29,7 +32,12 @@ trait Backend: EventLog + Sized + 'static {
     /// each request as its own transaction.
     const GROUP_COMMIT: bool;
 
-    fn open(dir: &Path, config: LogConfig) -> Self;
+    /// What the log needs running beside it for as long as the test (NATS: the server).
+    type Env;
+
+    fn env(dir: &Path) -> Self::Env;
+
+    fn open(env: &Self::Env, dir: &Path, config: LogConfig) -> Self;
 
     fn shutdown(&self);
 }
@@ -37,8 +45,11 @@ trait Backend: EventLog + Sized + 'static {
 impl Backend for RedbLog {
     const DURABLE: bool = true;
     const GROUP_COMMIT: bool = true;
+    type Env = ();
 
-    fn open(dir: &Path, config: LogConfig) -> Self {
+    fn env(_dir: &Path) {}
+
+    fn open(_env: &(), dir: &Path, config: LogConfig) -> Self {
         RedbLog::open(dir.join("log.redb"), config).unwrap()
     }
 
@@ -50,13 +61,52 @@ impl Backend for RedbLog {
 impl Backend for MemoryLog {
     const DURABLE: bool = false;
     const GROUP_COMMIT: bool = false;
+    type Env = ();
 
-    fn open(_dir: &Path, config: LogConfig) -> Self {
+    fn env(_dir: &Path) {}
+
+    fn open(_env: &(), _dir: &Path, config: LogConfig) -> Self {
         MemoryLog::new(config).unwrap()
     }
 
     fn shutdown(&self) {
         MemoryLog::shutdown(self)
+    }
+}
+
+/// NATS JetStream: each test starts its own `nats-server` (stopped when the harness drops,
+/// also on a panic). "Reopen" connects a new `NatsLog` to the same server, so what follows
+/// it checks that every acknowledged write is in the server, not in the dropped client.
+impl Backend for NatsLog {
+    const DURABLE: bool = true;
+    const GROUP_COMMIT: bool = false;
+    type Env = nats_server::NatsServer;
+
+    fn env(_dir: &Path) -> nats_server::NatsServer {
+        nats_server::NatsServer::start()
+    }
+
+    fn open(server: &nats_server::NatsServer, _dir: &Path, config: LogConfig) -> Self {
+        let config = NatsConfig {
+            log: config,
+            ..NatsConfig::new(vec![server.url.clone()], "test")
+        };
+        // The server listens before JetStream is ready: retry the first connect briefly.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match NatsLog::connect(config.clone()) {
+                Ok(log) => return log,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("NATS log not ready yet: {e}");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("cannot open the NATS log: {e}"),
+            }
+        }
+    }
+
+    fn shutdown(&self) {
+        NatsLog::shutdown(self)
     }
 }
 
@@ -66,6 +116,8 @@ struct Harness<L: Backend> {
     config: LogConfig,
     clock: Arc<AtomicU64>,
     log: L,
+    // Declared after the log, so it outlives it.
+    env: L::Env,
 }
 
 const T0_MS: u64 = 1_800_000_000_000;
@@ -86,12 +138,14 @@ impl<L: Backend> Harness<L> {
             ..LogConfig::default()
         };
         configure(&mut config);
-        let log = L::open(dir.path(), config.clone());
+        let env = L::env(dir.path());
+        let log = L::open(&env, dir.path(), config.clone());
         Self {
             dir,
             config,
             clock,
             log,
+            env,
         }
     }
 
@@ -107,14 +161,16 @@ impl<L: Backend> Harness<L> {
             config,
             clock,
             log,
+            env,
         } = self;
         drop(log);
-        let log = L::open(dir.path(), config.clone());
+        let log = L::open(&env, dir.path(), config.clone());
         Self {
             dir,
             config,
             clock,
             log,
+            env,
         }
     }
 
@@ -1892,6 +1948,7 @@ macro_rules! contract_tests {
     (sync: $($name:ident),* $(,)?; async: $($async_name:ident),* $(,)?) => {
         contract_tests!(@backend redb, RedbLog; $($name),*; $($async_name),*);
         contract_tests!(@backend memory, MemoryLog; $($name),*; $($async_name),*);
+        contract_tests!(@backend nats, NatsLog; $($name),*; $($async_name),*);
     };
     (@backend $module:ident, $log:ident; $($name:ident),*; $($async_name:ident),*) => {
         mod $module {

@@ -16,12 +16,14 @@
 //! - `rules`: the checks every backend runs before it writes (same request, same refusal).
 //! - `memory`: the in-memory backend, also the executable specification of the contract.
 //! - `redb/`: the redb backend — the only module that imports redb.
+//! - `nats/`: the NATS JetStream backend — the only module that imports async-nats.
 
 mod commit;
 mod config;
 mod encoding;
 mod error;
 mod memory;
+pub mod nats;
 mod pending;
 pub mod redb;
 mod rules;
@@ -38,6 +40,7 @@ pub use self::commit::{
 pub use self::config::{Clock, LogConfig, LogStats};
 pub use self::error::{ErrorClass, LogError, StorageFailure};
 pub use self::memory::MemoryLog;
+pub use self::nats::{NatsConfig, NatsLog};
 pub use self::pending::Pending;
 pub use self::redb::RedbLog;
 pub use self::topic::{
