@@ -166,31 +166,24 @@ async fn expire_dedupe(
     for topic in topics {
         let filter = s.layout.dedupes(&topic.name);
         for subject in read::subjects(&s.stream, &filter).await? {
-            let mut keep = None;
+            // Expired markers come first (a marker is appended per re-publish): purge up to
+            // the last expired one only, so a marker appended meanwhile stays.
+            let mut last_expired = None;
             let mut gone = 0;
             let mut msg = read::next(&s.stream, &subject, 1).await?;
             while let Some(m) = msg {
                 let at = header_u64(&m, layout::APPEND_MS)?;
                 if rules::within_dedupe_window(now_ms, at, &s.config) {
-                    keep = Some(m.sequence);
                     break;
                 }
                 gone += 1;
+                last_expired = Some(m.sequence);
                 msg = read::next(&s.stream, &subject, m.sequence + 1).await?;
             }
-            if gone == 0 {
+            let Some(last_expired) = last_expired else {
                 continue;
-            }
-            match keep {
-                Some(seq) => purge_below(s, &subject, seq).await?,
-                None => {
-                    s.stream
-                        .purge()
-                        .filter(subject.as_str())
-                        .await
-                        .map_err(|e| storage(format!("purge of {subject}: {e}")))?;
-                }
-            }
+            };
+            purge_below(s, &subject, last_expired + 1).await?;
             expired += gone;
         }
     }
