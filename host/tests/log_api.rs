@@ -1941,6 +1941,232 @@ fn errors_say_refused_conflict_or_failed<L: Backend>() {
 }
 
 // ---------------------------------------------------------------------------------------
+// NATS: several logs (daemons) on one server
+//
+// One `NatsLog` runs its own writes one at a time, so the contract tests above race only
+// inside one process. These race several logs against one server, where nothing but the
+// server's fences (`Nats-Expected-Last-Subject-Sequence` in an atomic batch) keeps the
+// guarantees.
+
+mod nats_shared {
+    use super::*;
+
+    fn open(server: &nats_server::NatsServer, prefix: &str) -> NatsLog {
+        NatsLog::connect(NatsConfig::new(vec![server.url.clone()], prefix)).unwrap()
+    }
+
+    /// `n` logs of one installation on a fresh server (the first one creates the stream).
+    fn logs(n: usize) -> (nats_server::NatsServer, Vec<Arc<NatsLog>>) {
+        let server = nats_server::NatsServer::start();
+        let first = <NatsLog as Backend>::open(&server, Path::new("."), LogConfig::default());
+        let mut logs = vec![Arc::new(first)];
+        logs.extend((1..n).map(|_| Arc::new(open(&server, "test"))));
+        (server, logs)
+    }
+
+    /// Runs `f(log index, thread index)` on `threads` threads per log, all released at once.
+    fn race<T: Send + 'static>(
+        logs: &[Arc<NatsLog>],
+        threads: usize,
+        f: impl Fn(&NatsLog, usize, usize) -> T + Send + Sync + 'static,
+    ) -> Vec<T> {
+        let f = Arc::new(f);
+        let barrier = Arc::new(Barrier::new(logs.len() * threads));
+        let handles: Vec<_> = logs
+            .iter()
+            .enumerate()
+            .flat_map(|(l, log)| (0..threads).map(move |t| (l, t, log.clone())))
+            .map(|(l, t, log)| {
+                let (f, barrier) = (f.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    f(&log, l, t)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    }
+
+    #[test]
+    fn appends_from_several_logs_get_dense_offsets_and_one_copy_per_id() {
+        let (_server, logs) = logs(4);
+        let acks: Vec<Appended> = race(&logs, 2, |log, l, t| {
+            (0..10)
+                .flat_map(|b| {
+                    let events = (0..3)
+                        .map(|i| NewEvent::to_topic("busy", event(&format!("l{l}-t{t}-b{b}-{i}"))))
+                        .collect();
+                    log.append(events).wait().unwrap()
+                })
+                .collect::<Vec<_>>()
+        })
+        .into_iter()
+        .flatten()
+        .collect();
+        let stored = logs[0].read("busy", 0, 0, usize::MAX).wait().unwrap();
+        assert_eq!(stored.len(), 4 * 2 * 10 * 3);
+        let offsets: Vec<u64> = stored.iter().map(|s| s.position.offset).collect();
+        assert_eq!(offsets, (0..240).collect::<Vec<u64>>(), "dense, no gaps");
+        for ack in &acks {
+            assert!(!ack.duplicate);
+            assert_eq!(stored[ack.position.offset as usize].event.id, ack.id);
+        }
+
+        let same = race(&logs, 2, |log, _, _| {
+            log.append(vec![NewEvent::to_topic("busy", event("same"))])
+                .wait()
+                .unwrap()
+                .remove(0)
+        });
+        assert_eq!(same.iter().filter(|a| !a.duplicate).count(), 1, "{same:?}");
+        assert!(same.iter().all(|a| a.position == at("busy", 0, 240)));
+        assert_eq!(logs[3].partition_end("busy"), 241);
+    }
+
+    #[test]
+    fn of_racing_commits_for_one_event_exactly_one_lands_whole() {
+        let (_server, logs) = logs(4);
+        logs[0]
+            .append(vec![NewEvent::to_topic("orders", event("e0"))])
+            .wait()
+            .unwrap();
+        let results = race(&logs, 2, |log, l, t| {
+            let tag = format!("{l}-{t}");
+            log.commit(ConsumerCommit {
+                emits: vec![NewEvent::to_topic("out", event(&format!("emit-{tag}")))],
+                state: vec![StateChange {
+                    namespace: "billing".into(),
+                    key: "handled-by".into(),
+                    value: Some(tag.clone().into_bytes()),
+                }],
+                dead_letter: None,
+                ..advance_to("billing", "orders", 0, 1)
+            })
+            .wait()
+            .map(|_| tag)
+        });
+        let winners: Vec<&String> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        assert_eq!(winners.len(), 1, "{results:?}");
+        assert!(
+            results.iter().filter(|r| r.is_err()).all(|r| matches!(
+                r,
+                Err(LogError::OffsetConflict {
+                    current: 1,
+                    requested: 1,
+                    ..
+                })
+            )),
+            "{results:?}"
+        );
+        let emitted = logs[1].read("out", 0, 0, 100).wait().unwrap();
+        assert_eq!(
+            emitted
+                .iter()
+                .map(|s| s.event.id.clone())
+                .collect::<Vec<_>>(),
+            [format!("emit-{}", winners[0])],
+            "only the winner's emit"
+        );
+        assert_eq!(
+            logs[2].state_get("billing", "handled-by").wait().unwrap(),
+            Some(winners[0].clone().into_bytes())
+        );
+        assert_eq!(
+            logs[3]
+                .committed_offset("billing", "orders", 0)
+                .wait()
+                .unwrap(),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn racing_logs_park_dead_letters_under_distinct_ids_and_one_stream_writer_wins() {
+        let (_server, logs) = logs(3);
+        logs[0]
+            .append(vec![NewEvent::to_topic("orders", event("e0"))])
+            .wait()
+            .unwrap();
+        let stored = logs[0].read("orders", 0, 0, 1).wait().unwrap().remove(0);
+        let ids = race(&logs, 2, move |log, l, t| {
+            let mut record =
+                dead_letter_record("billing", stored.position.clone(), FailureKind::Trap);
+            record.message = format!("{l}-{t}");
+            log.commit(ConsumerCommit {
+                group: "billing".into(),
+                dead_letter: Some(record),
+                ..ConsumerCommit::default()
+            })
+            .wait()
+            .unwrap()
+            .dead_letter
+            .unwrap()
+        });
+        let mut ids: Vec<u64> = ids.into_iter().map(|id| id.0).collect();
+        ids.sort_unstable();
+        let first = ids[0];
+        assert_eq!(
+            ids,
+            (first..first + 6).collect::<Vec<_>>(),
+            "distinct, in order"
+        );
+        assert_eq!(
+            logs[1].dead_letters(None, None, 100).wait().unwrap().len(),
+            6
+        );
+
+        let results = race(&logs, 2, |log, l, t| {
+            log.append_to_stream(
+                "order-1",
+                ExpectedVersion::Exact(0),
+                vec![NewEvent::to_topic("orders", event(&format!("s-{l}-{t}")))],
+            )
+            .wait()
+        });
+        assert_eq!(
+            results.iter().filter(|r| r.is_ok()).count(),
+            1,
+            "{results:?}"
+        );
+        assert!(
+            results
+                .iter()
+                .filter(|r| r.is_err())
+                .all(|r| matches!(r, Err(LogError::VersionConflict { current: 1, .. }))),
+            "{results:?}"
+        );
+        assert_eq!(logs[2].stream_version("order-1").wait().unwrap(), 1);
+    }
+
+    #[test]
+    fn installations_with_different_prefixes_do_not_see_each_other() {
+        let (server, logs) = logs(1);
+        let other = open(&server, "other");
+        logs[0]
+            .append(vec![NewEvent::to_topic("orders", event("a"))])
+            .wait()
+            .unwrap();
+        assert!(other.topic("orders").wait().unwrap().is_none());
+        let ack = other
+            .append(vec![NewEvent::to_topic("orders", event("a"))])
+            .wait()
+            .unwrap();
+        assert!(!ack[0].duplicate, "dedupe is per installation");
+        assert_eq!(ack[0].position.offset, 0);
+    }
+
+    trait End {
+        fn partition_end(&self, topic: &str) -> u64;
+    }
+
+    impl End for NatsLog {
+        fn partition_end(&self, topic: &str) -> u64 {
+            self.topic(topic).wait().unwrap().unwrap().partitions[0].end
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // every contract test, once per backend
 
 /// Stamps out `redb::NAME` and `memory::NAME` for each generic contract test `NAME<L>`.
