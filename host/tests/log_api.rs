@@ -1,13 +1,16 @@
 //! The event log through its public interface: the contract of `EventLog`, run against every
-//! backend (`redb::*` on a real redb file, `memory::*` on `MemoryLog`), plus what only redb
-//! has (durability across a reopen, group commit).
+//! backend (`redb::*` on a real redb file, `memory::*` on `MemoryLog`, `nats::*` on
+//! `NatsLog` against a `nats-server` each test starts), plus what only redb has (group
+//! commit) and what only NATS has (several logs on one server, `nats_shared::*`).
 //!
 //! Each contract test is a generic function `NAME<L: Backend>`; `contract_tests!` at the end
-//! stamps out `redb::NAME` and `memory::NAME` from it. A test listed there runs on both.
-//! What is redb's alone stays redb-only, each with its reason: durability (`reopen` closes
-//! and reopens the file; on the memory log it keeps the log, so the contract after it is
-//! still checked), group commit (`Backend::GROUP_COMMIT`, and
-//! `concurrent_consumer_commits_share_transactions`), and crashes (`log_crash.rs`).
+//! stamps out `redb::NAME`, `memory::NAME` and `nats::NAME` from it. A test listed there runs
+//! on all three. What is one backend's alone stays there, each with its reason: durability
+//! (`reopen` closes and reopens the redb file, or connects a new `NatsLog` to the same
+//! server; on the memory log it keeps the log, so the contract after it is still checked),
+//! group commit (`Backend::GROUP_COMMIT`, and `concurrent_consumer_commits_share_transactions`),
+//! and crashes (`log_crash.rs`). The NATS tests need nats-server 2.12+ (see
+//! `tests/support/nats_server.rs`); without one they fail with what to install, never skip.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
@@ -2169,7 +2172,8 @@ mod nats_shared {
 // ---------------------------------------------------------------------------------------
 // every contract test, once per backend
 
-/// Stamps out `redb::NAME` and `memory::NAME` for each generic contract test `NAME<L>`.
+/// Stamps out `redb::NAME`, `memory::NAME` and `nats::NAME` for each generic contract test
+/// `NAME<L>`.
 macro_rules! contract_tests {
     (sync: $($name:ident),* $(,)?; async: $($async_name:ident),* $(,)?) => {
         contract_tests!(@backend redb, RedbLog; $($name),*; $($async_name),*);
