@@ -2158,6 +2158,30 @@ mod nats_shared {
         assert_eq!(ack[0].position.offset, 0);
     }
 
+    #[test]
+    fn a_watch_wakes_when_another_log_appends() {
+        let (_server, logs) = logs(2);
+        logs[0]
+            .append(vec![NewEvent::to_topic("orders", event("a"))])
+            .wait()
+            .unwrap();
+        let watch = logs[1].watch("orders", 0).wait().unwrap();
+        assert_eq!(watch.end(), 1);
+        let waiter =
+            std::thread::spawn(move || watch.wait_past_blocking(2, Duration::from_secs(10)));
+        for id in ["b", "c"] {
+            logs[0]
+                .append(vec![NewEvent::to_topic("orders", event(id))])
+                .wait()
+                .unwrap();
+        }
+        assert_eq!(
+            waiter.join().unwrap().unwrap(),
+            Some(3),
+            "woken by the other log"
+        );
+    }
+
     trait End {
         fn partition_end(&self, topic: &str) -> u64;
     }

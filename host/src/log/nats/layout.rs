@@ -102,6 +102,25 @@ impl Layout {
         format!("{}.>", self.root)
     }
 
+    /// Partition subjects, which the stream republishes (headers only) once stored...
+    pub(super) fn all_events(&self) -> String {
+        format!("{}.ev.>", self.root)
+    }
+
+    /// ...under this root, outside the stream: what watchers of every process listen to.
+    pub(super) fn all_events_stored(&self) -> String {
+        format!("{}.stored.ev.>", self.root.replacen("evh.", "evhr.", 1))
+    }
+
+    /// Where a partition's stored events are announced (see [`Layout::all_events_stored`]).
+    pub(super) fn events_stored(&self, topic: &str, partition: u32) -> String {
+        format!(
+            "{}.stored.ev.{}.{partition}",
+            self.root.replacen("evh.", "evhr.", 1),
+            token(topic)
+        )
+    }
+
     /// A topic's configuration (the last message wins).
     pub(super) fn topic(&self, topic: &str) -> String {
         format!("{}.topic.{}", self.root, token(topic))
@@ -233,6 +252,11 @@ mod tests {
             layout.dead_letter_id_of(&layout.dead_letter(42)).unwrap(),
             42
         );
+        assert_eq!(
+            layout.events_stored("a.b", 3),
+            "evhr.test.stored.ev.x612e62.3"
+        );
+        assert!(!layout.all_events_stored().starts_with("evh."));
         assert!(Layout::new("has.dot").is_err());
         assert!(Layout::new("").is_err());
     }

@@ -233,6 +233,28 @@ impl NatsLog {
     }
 }
 
+/// Advances a partition's end from the stream's announcements of stored events, whichever
+/// process wrote them. Ends with the log's runtime.
+async fn follow(mut subscriber: async_nats::Subscriber, signal: Arc<EndSignal>) {
+    use futures_util::StreamExt;
+    while let Some(msg) = subscriber.next().await {
+        let header = |name: &str| {
+            msg.headers
+                .as_ref()
+                .and_then(|h| h.get(name))
+                .and_then(|v| v.as_str().parse::<u64>().ok())
+        };
+        let Some(offset) = header(layout::OFFSET) else {
+            continue;
+        };
+        let marker = msg
+            .headers
+            .as_ref()
+            .is_some_and(|h| h.get(layout::MARK).is_some());
+        signal.advance(if marker { offset } else { offset + 1 });
+    }
+}
+
 async fn open(config: NatsConfig, layout: Layout) -> Result<Shared, LogError> {
     let client = async_nats::ConnectOptions::new()
         .connection_timeout(Duration::from_secs(5))
@@ -251,6 +273,14 @@ async fn open(config: NatsConfig, layout: Layout) -> Result<Shared, LogError> {
             max_messages_per_subject: -1,
             allow_direct: true,
             allow_atomic_publish: true,
+            // Watchers in every process learn of stored events from this (sent only once a
+            // batch is committed; core subscribers of the stream's own subjects would also
+            // see uncommitted and abandoned batch messages).
+            republish: Some(jetstream::stream::Republish {
+                source: layout.all_events(),
+                destination: layout.all_events_stored(),
+                headers_only: true,
+            }),
             description: Some("evhost event log".into()),
             ..Default::default()
         })
@@ -329,12 +359,32 @@ impl EventLog for NatsLog {
         self.run(move |s| async move {
             let (config, _) = read::topic_config(&s.stream, &s.layout, &topic).await?;
             super::rules::locate(&topic, config.map(|c| c.partitions), partition)?;
-            // Registered before the end is read, so no append in between is missed (an
-            // advance never lowers the end).
-            let signal = lock(&s.signals)
-                .entry((topic.clone(), partition))
-                .or_default()
-                .clone();
+            // Registered (and subscribed) before the end is read, so no append in between
+            // is missed (an advance never lowers the end).
+            let key = (topic.clone(), partition);
+            let existing = lock(&s.signals).get(&key).cloned();
+            let signal = match existing {
+                Some(signal) => signal,
+                None => {
+                    let subscriber = s
+                        .client
+                        .subscribe(s.layout.events_stored(&topic, partition))
+                        .await
+                        .map_err(|e| storage(format!("cannot watch {topic}/{partition}: {e}")))?;
+                    let mut signals = lock(&s.signals);
+                    match signals.get(&key) {
+                        // Another watch of the same partition won the race: its subscriber
+                        // serves both.
+                        Some(signal) => signal.clone(),
+                        None => {
+                            let signal = Arc::<EndSignal>::default();
+                            signals.insert(key, signal.clone());
+                            tokio::spawn(follow(subscriber, signal.clone()));
+                            signal
+                        }
+                    }
+                }
+            };
             if s.closed.load(Ordering::SeqCst) {
                 signal.close();
             }
