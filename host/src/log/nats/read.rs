@@ -10,10 +10,12 @@
 
 use async_nats::jetstream::message::StreamMessage;
 use async_nats::jetstream::stream::{DirectGetErrorKind, Stream};
-use futures_util::TryStreamExt;
+use std::time::Duration;
+
+use futures_util::{StreamExt, TryStreamExt};
 
 use super::layout::{self, Layout};
-use super::storage;
+use super::{Shared, storage};
 use crate::log::encoding::{Dec, decode_topic_config};
 use crate::log::{LogError, PartitionInfo, TopicConfig, TopicInfo};
 
@@ -111,31 +113,91 @@ pub(super) async fn seek(
     Ok(Some(at_hi))
 }
 
-/// The messages of `subject` from `start` on, up to sequence `until`, at most `max` that
-/// `keep` accepts.
-pub(super) async fn scan(
-    stream: &Stream,
+/// The most messages one batched direct get asks for.
+const GET_BATCH: usize = 256;
+
+/// Up to `max` messages of `subject` from sequence `from` on, in one request: a batched
+/// direct get (`{"seq", "next_by_subj", "batch"}`), answered by the messages and an
+/// end-of-batch status.
+async fn get_batch(
+    s: &Shared,
     subject: &str,
-    start: StreamMessage,
+    from: u64,
+    max: usize,
+) -> Result<Vec<StreamMessage>, LogError> {
+    let inbox = s.client.new_inbox();
+    let mut replies = s
+        .client
+        .subscribe(inbox.clone())
+        .await
+        .map_err(|e| storage(format!("batched get: {e}")))?;
+    let request = serde_json::json!({ "seq": from.max(1), "next_by_subj": subject, "batch": max });
+    s.client
+        .publish_with_reply(
+            format!("$JS.API.DIRECT.GET.{}", s.layout.stream_name()),
+            inbox,
+            request.to_string().into(),
+        )
+        .await
+        .map_err(|e| storage(format!("batched get: {e}")))?;
+    let mut out = Vec::new();
+    while out.len() < max {
+        let reply = tokio::time::timeout(Duration::from_secs(10), replies.next())
+            .await
+            .map_err(|_| storage(format!("batched get of `{subject}` timed out")))?;
+        let Some(reply) = reply else {
+            break;
+        };
+        match reply.status {
+            // 204: the end of the batch; 404: nothing (more) on the subject.
+            Some(status) if status.as_u16() == 204 || status.as_u16() == 404 => break,
+            Some(status) if status.as_u16() != 200 => {
+                return Err(storage(format!(
+                    "batched get of `{subject}`: {status} {}",
+                    reply.description.unwrap_or_default()
+                )));
+            }
+            _ => {}
+        }
+        out.push(
+            StreamMessage::try_from(reply)
+                .map_err(|e| storage(format!("batched get of `{subject}`: {e}")))?,
+        );
+    }
+    Ok(out)
+}
+
+/// The messages of `subject` from sequence `from` on, up to sequence `until`, at most `max`
+/// that `keep` accepts; fetched in batches.
+pub(super) async fn scan(
+    s: &Shared,
+    subject: &str,
+    mut from: u64,
     until: u64,
     max: usize,
     mut keep: impl FnMut(&StreamMessage) -> bool,
 ) -> Result<Vec<StreamMessage>, LogError> {
     let mut out = Vec::new();
-    let mut msg = start;
-    loop {
-        let seq = msg.sequence;
-        if keep(&msg) {
-            out.push(msg);
+    while out.len() < max && from <= until {
+        let want = (max - out.len()).min(GET_BATCH);
+        let batch = get_batch(s, subject, from, want).await?;
+        if batch.is_empty() {
+            break;
         }
-        if out.len() >= max || seq >= until {
-            return Ok(out);
-        }
-        match next(stream, subject, seq + 1).await? {
-            Some(m) if m.sequence <= until => msg = m,
-            _ => return Ok(out),
+        for msg in batch {
+            if msg.sequence > until {
+                return Ok(out);
+            }
+            from = msg.sequence + 1;
+            if keep(&msg) {
+                out.push(msg);
+                if out.len() >= max {
+                    break;
+                }
+            }
         }
     }
+    Ok(out)
 }
 
 /// The subjects matching `filter` (a wildcard subject), with their message counts.

@@ -336,7 +336,7 @@ pub(super) async fn read(
     let Some(start) = read::seek(&s.stream, &subject, layout::OFFSET, from, &last).await? else {
         return Ok(Vec::new());
     };
-    read::scan(&s.stream, &subject, start, last.sequence, max, |m| {
+    read::scan(s, &subject, start.sequence, last.sequence, max, |m| {
         !is_mark(m)
     })
     .await?
@@ -469,7 +469,7 @@ pub(super) async fn read_stream(
     let Some(start) = read::seek(&s.stream, &subject, layout::VERSION, from, &last).await? else {
         return Ok(Vec::new());
     };
-    read::scan(&s.stream, &subject, start, last.sequence, max, |_| true)
+    read::scan(s, &subject, start.sequence, last.sequence, max, |_| true)
         .await?
         .iter()
         .map(|m| decode_stored(&m.payload))
