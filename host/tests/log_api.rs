@@ -2182,6 +2182,42 @@ mod nats_shared {
         );
     }
 
+    #[tokio::test]
+    async fn a_stream_made_without_atomic_batches_is_switched_on_at_open() {
+        let server = nats_server::NatsServer::start();
+        let js = async_nats::jetstream::new(async_nats::connect(&server.url).await.unwrap());
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: "EVHOST_test".into(),
+            subjects: vec!["evh.test.>".into()],
+            max_messages: 1_000_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let url = server.url.clone();
+        let log = tokio::task::spawn_blocking(move || open_url(&url, "test"))
+            .await
+            .unwrap();
+        let acks = log
+            .append(vec![NewEvent::to_topic("orders", event("a"))])
+            .await
+            .unwrap();
+        assert_eq!(acks[0].position, at("orders", 0, 0));
+        let config = js
+            .get_stream("EVHOST_test")
+            .await
+            .unwrap()
+            .cached_info()
+            .config
+            .clone();
+        assert!(config.allow_atomic_publish && config.allow_direct && config.republish.is_some());
+        assert_eq!(config.max_messages, 1_000_000, "the operator's limits stay");
+    }
+
+    fn open_url(url: &str, prefix: &str) -> NatsLog {
+        NatsLog::connect(NatsConfig::new(vec![url.to_owned()], prefix)).unwrap()
+    }
+
     trait End {
         fn partition_end(&self, topic: &str) -> u64;
     }

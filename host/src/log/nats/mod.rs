@@ -262,35 +262,57 @@ async fn open(config: NatsConfig, layout: Layout) -> Result<Shared, LogError> {
         .await
         .map_err(|e| storage(format!("cannot connect to {:?}: {e}", config.servers)))?;
     let js = jetstream::new(client.clone());
-    let stream = js
-        .get_or_create_stream(jetstream::stream::Config {
-            name: layout.stream_name().to_owned(),
-            subjects: vec![layout.all()],
-            storage: jetstream::stream::StorageType::File,
-            num_replicas: config.replicas,
-            max_bytes: -1,
-            max_messages: -1,
-            max_messages_per_subject: -1,
-            allow_direct: true,
+    let wanted = jetstream::stream::Config {
+        name: layout.stream_name().to_owned(),
+        subjects: vec![layout.all()],
+        storage: jetstream::stream::StorageType::File,
+        num_replicas: config.replicas,
+        max_bytes: -1,
+        max_messages: -1,
+        max_messages_per_subject: -1,
+        allow_direct: true,
+        allow_atomic_publish: true,
+        // Watchers in every process learn of stored events from this (sent only once a
+        // batch is committed; core subscribers of the stream's own subjects would also
+        // see uncommitted and abandoned batch messages).
+        republish: Some(jetstream::stream::Republish {
+            source: layout.all_events(),
+            destination: layout.all_events_stored(),
+            headers_only: true,
+        }),
+        description: Some("evhost event log".into()),
+        ..Default::default()
+    };
+    let cannot = |e: &dyn std::fmt::Display| {
+        storage(format!(
+            "cannot create or open stream {}: {e}",
+            layout.stream_name()
+        ))
+    };
+    let mut stream = js
+        .get_or_create_stream(wanted.clone())
+        .await
+        .map_err(|e| cannot(&e))?;
+    // A stream made by an older build, or by hand, may lack what the backend relies on:
+    // switch it on, keeping everything else (limits, replicas) as the operator set it.
+    let existing = stream.cached_info().config.clone();
+    if !existing.allow_atomic_publish
+        || !existing.allow_direct
+        || existing.republish != wanted.republish
+    {
+        js.update_stream(jetstream::stream::Config {
             allow_atomic_publish: true,
-            // Watchers in every process learn of stored events from this (sent only once a
-            // batch is committed; core subscribers of the stream's own subjects would also
-            // see uncommitted and abandoned batch messages).
-            republish: Some(jetstream::stream::Republish {
-                source: layout.all_events(),
-                destination: layout.all_events_stored(),
-                headers_only: true,
-            }),
-            description: Some("evhost event log".into()),
-            ..Default::default()
+            allow_direct: true,
+            republish: wanted.republish,
+            ..existing
         })
         .await
-        .map_err(|e| {
-            storage(format!(
-                "cannot create stream {}: {e}",
-                layout.stream_name()
-            ))
-        })?;
+        .map_err(|e| cannot(&e))?;
+        stream = js
+            .get_stream(layout.stream_name())
+            .await
+            .map_err(|e| cannot(&e))?;
+    }
     Ok(Shared {
         client,
         stream,

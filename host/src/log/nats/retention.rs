@@ -114,8 +114,10 @@ pub(super) async fn run(s: &Shared) -> Result<RetentionReport, LogError> {
                     bytes = bytes.saturating_sub(size);
                     deleted += 1;
                     deleted_bytes += size;
+                    // Only events mark the cut: a marker that is the last message keeps
+                    // the partition's end and must stay.
+                    cut = Some(m.sequence);
                 }
-                cut = Some(m.sequence);
                 msg = if m.sequence >= last.sequence {
                     None
                 } else {
