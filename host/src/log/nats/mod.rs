@@ -13,11 +13,13 @@
 //! - `batch`: the atomic batch publish and its fences.
 //! - `read`: direct gets, offset search, partition extents, reads.
 //! - `write`: appends, stream appends, the consumer commit, offsets, dead letters.
+//! - `records`: the reads that decode records (events, streams, offsets, state, ...).
 //! - `retention`: the retention pass and dedupe expiry.
 
 mod batch;
 mod layout;
 mod read;
+mod records;
 mod retention;
 mod write;
 
@@ -343,7 +345,7 @@ impl EventLog for NatsLog {
     }
 
     fn topics(&self) -> Pending<Vec<TopicInfo>> {
-        self.run(|s| async move { write::topics(&s).await })
+        self.run(|s| async move { records::topics(&s).await })
     }
 
     fn topic(&self, name: &str) -> Pending<Option<TopicInfo>> {
@@ -373,7 +375,9 @@ impl EventLog for NatsLog {
         max_events: usize,
     ) -> Pending<Vec<StoredEvent>> {
         let topic = topic.to_owned();
-        self.run(move |s| async move { write::read(&s, &topic, partition, from, max_events).await })
+        self.run(
+            move |s| async move { records::read(&s, &topic, partition, from, max_events).await },
+        )
     }
 
     fn watch(&self, topic: &str, partition: u32) -> Pending<EndWatch> {
@@ -435,9 +439,9 @@ impl EventLog for NatsLog {
         max_events: usize,
     ) -> Pending<Vec<StoredEvent>> {
         let stream = stream.to_owned();
-        self.run(
-            move |s| async move { write::read_stream(&s, &stream, from_version, max_events).await },
-        )
+        self.run(move |s| async move {
+            records::read_stream(&s, &stream, from_version, max_events).await
+        })
     }
 
     fn stream_version(&self, stream: &str) -> Pending<u64> {
@@ -458,8 +462,8 @@ impl EventLog for NatsLog {
     fn committed_offset(&self, group: &str, topic: &str, partition: u32) -> Pending<Option<u64>> {
         let (group, topic) = (group.to_owned(), topic.to_owned());
         self.run(move |s| async move {
-            write::locate(&s, &topic, partition).await?;
-            write::committed(&s, &group, &topic, partition)
+            records::locate(&s, &topic, partition).await?;
+            records::committed(&s, &group, &topic, partition)
                 .await
                 .map(|(next, _)| next)
         })
@@ -474,17 +478,17 @@ impl EventLog for NatsLog {
 
     fn attempts(&self, group: &str, position: &Position) -> Pending<Option<AttemptRecord>> {
         let (group, position) = (group.to_owned(), position.clone());
-        self.run(move |s| async move { write::attempts(&s, &group, &position).await })
+        self.run(move |s| async move { records::attempts(&s, &group, &position).await })
     }
 
     fn state_get(&self, namespace: &str, key: &str) -> Pending<Option<Vec<u8>>> {
         let (namespace, key) = (namespace.to_owned(), key.to_owned());
-        self.run(move |s| async move { write::state_get(&s, &namespace, &key).await })
+        self.run(move |s| async move { records::state_get(&s, &namespace, &key).await })
     }
 
     fn state_keys(&self, namespace: &str, prefix: &str, limit: usize) -> Pending<Vec<String>> {
         let (namespace, prefix) = (namespace.to_owned(), prefix.to_owned());
-        self.run(move |s| async move { write::state_keys(&s, &namespace, &prefix, limit).await })
+        self.run(move |s| async move { records::state_keys(&s, &namespace, &prefix, limit).await })
     }
 
     fn dead_letters(
@@ -494,13 +498,13 @@ impl EventLog for NatsLog {
         limit: usize,
     ) -> Pending<Vec<DeadLetter>> {
         let plugin = plugin.map(str::to_owned);
-        self.run(
-            move |s| async move { write::dead_letters(&s, plugin.as_deref(), after, limit).await },
-        )
+        self.run(move |s| async move {
+            records::dead_letters(&s, plugin.as_deref(), after, limit).await
+        })
     }
 
     fn dead_letter(&self, id: DeadLetterId) -> Pending<Option<DeadLetter>> {
-        self.run(move |s| async move { write::dead_letter(&s, id).await.map(|d| d.map(|d| d.0)) })
+        self.run(move |s| async move { records::dead_letter(&s, id).await.map(|d| d.map(|d| d.0)) })
     }
 
     fn delete_dead_letter(&self, id: DeadLetterId) -> Pending<bool> {

@@ -56,7 +56,7 @@ async fn purge_below(s: &Shared, subject: &str, seq: u64) -> Result<(), LogError
 pub(super) async fn run(s: &Shared) -> Result<RetentionReport, LogError> {
     let mut report = RetentionReport::default();
     let now_ms = s.now_ms();
-    let topics = super::write::topics(s).await?;
+    let topics = super::records::topics(s).await?;
     for topic in &topics {
         let policy = &topic.config.retention;
         if policy.is_unbounded() {
