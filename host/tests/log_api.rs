@@ -2214,6 +2214,36 @@ mod nats_shared {
         assert_eq!(config.max_messages, 1_000_000, "the operator's limits stay");
     }
 
+    #[test]
+    fn an_append_over_the_batch_limit_is_refused_whole_unless_the_limit_is_raised() {
+        let many = || -> Vec<NewEvent> {
+            (0..600)
+                .map(|i| NewEvent::to_topic("orders", event(&format!("e{i}"))))
+                .collect()
+        };
+        // 600 events are 1200 messages: over the server's default 1000.
+        let (_server, logs) = logs(1);
+        let refused = logs[0].append(many()).wait();
+        assert!(matches!(refused, Err(LogError::Invalid(_))), "{refused:?}");
+        assert!(
+            logs[0].topic("orders").wait().unwrap().is_none(),
+            "nothing written"
+        );
+
+        let server = nats_server::NatsServer::start_with("  limits { batch { max_msgs: 2000 } }");
+        let log = NatsLog::connect(NatsConfig {
+            max_batch_messages: 2000,
+            ..NatsConfig::new(vec![server.url.clone()], "test")
+        })
+        .unwrap();
+        let acks = log.append(many()).wait().unwrap();
+        assert_eq!(acks.last().unwrap().position, at("orders", 0, 599));
+        assert_eq!(
+            log.read("orders", 0, 0, usize::MAX).wait().unwrap().len(),
+            600
+        );
+    }
+
     fn open_url(url: &str, prefix: &str) -> NatsLog {
         NatsLog::connect(NatsConfig::new(vec![url.to_owned()], prefix)).unwrap()
     }

@@ -82,9 +82,15 @@ fn free_port() -> u16 {
 }
 
 impl NatsServer {
-    /// Starts a server with JetStream and a fresh store dir; panics if it does not listen
-    /// within 10 s.
+    /// Starts a server with JetStream and a fresh store dir, every message fsync'd before
+    /// its ack (`sync_interval: always`, what the log's "durable" means); panics if it does
+    /// not listen within 10 s.
     pub fn start() -> NatsServer {
+        Self::start_with("")
+    }
+
+    /// [`NatsServer::start`] with more lines inside `jetstream { ... }`.
+    pub fn start_with(jetstream: &str) -> NatsServer {
         let binary = binary();
         let mut last_error = String::new();
         // A port found free can be taken before the server binds it: try a few.
@@ -95,7 +101,7 @@ impl NatsServer {
             std::fs::write(
                 &conf,
                 format!(
-                    "listen: \"127.0.0.1:{port}\"\njetstream {{\n  store_dir: {:?}\n}}\n",
+                    "listen: \"127.0.0.1:{port}\"\njetstream {{\n  store_dir: {:?}\n  sync_interval: always\n{jetstream}\n}}\n",
                     dir.path().join("store").display().to_string()
                 ),
             )

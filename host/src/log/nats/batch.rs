@@ -21,7 +21,8 @@ use serde::Deserialize;
 
 use crate::log::{LogError, StorageFailure};
 
-/// The most messages in one batch (the server's default `max_msgs` per batch).
+/// The most messages in one batch by default: the server's default
+/// `jetstream { limits { batch { max_msgs } } }`.
 pub(super) const MAX_BATCH: usize = 1000;
 
 /// JetStream's error code for a stale `Nats-Expected-Last-Subject-Sequence`.
@@ -117,8 +118,10 @@ pub(super) struct Ack {
     pub(super) last_seq: u64,
 }
 
-/// Publishes `batch` atomically.
-pub(super) async fn publish(client: &Client, batch: Batch) -> Result<Ack, BatchError> {
+/// Publishes `batch` atomically; a batch of more than `max` messages is refused with
+/// [`LogError::Invalid`] before anything is sent (never split: that would lose
+/// all-or-nothing).
+pub(super) async fn publish(client: &Client, batch: Batch, max: usize) -> Result<Ack, BatchError> {
     let Batch { msgs, mut fences } = batch;
     let n = msgs.len();
     if n == 0 {
@@ -126,9 +129,11 @@ pub(super) async fn publish(client: &Client, batch: Batch) -> Result<Ack, BatchE
             "an empty batch".into(),
         )));
     }
-    if n > MAX_BATCH {
+    if n > max {
         return Err(BatchError::Failed(LogError::Invalid(format!(
-            "one write becomes {n} messages; a NATS atomic batch holds at most {MAX_BATCH}"
+            "one write becomes {n} messages; a NATS atomic batch holds at most {max} \
+             (an event takes 2, 3 in a stream; the server's limits.batch.max_msgs and \
+             NatsConfig::max_batch_messages raise it)"
         ))));
     }
     if let Some(subject) = fences

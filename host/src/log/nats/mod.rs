@@ -54,6 +54,11 @@ pub struct NatsConfig {
     pub prefix: String,
     /// The stream's replicas: 1, or 3 on a cluster (an ack then means "stored on a quorum").
     pub replicas: usize,
+    /// The most messages one atomic batch may hold: the server's
+    /// `jetstream { limits { batch { max_msgs } } }` (1000 unless raised there). An event
+    /// takes two messages (three in a stream), so this bounds the events of one append or
+    /// commit; a bigger one is refused with [`LogError::Invalid`], never split.
+    pub max_batch_messages: usize,
     /// The log settings every backend honours (clock, dedupe window, limits, retention).
     pub log: LogConfig,
 }
@@ -64,6 +69,7 @@ impl NatsConfig {
             servers,
             prefix: prefix.into(),
             replicas: 1,
+            max_batch_messages: batch::MAX_BATCH,
             log: LogConfig::default(),
         }
     }
@@ -91,6 +97,8 @@ pub(super) struct Shared {
     stream: Stream,
     layout: Layout,
     config: LogConfig,
+    /// [`NatsConfig::max_batch_messages`].
+    max_batch: usize,
     closed: AtomicBool,
     signals: Mutex<HashMap<(String, u32), Arc<EndSignal>>>,
     counters: Mutex<Counters>,
@@ -319,6 +327,7 @@ async fn open(config: NatsConfig, layout: Layout) -> Result<Shared, LogError> {
         client,
         stream,
         layout,
+        max_batch: config.max_batch_messages.max(1),
         config: config.log,
         closed: AtomicBool::new(false),
         signals: Mutex::new(HashMap::new()),

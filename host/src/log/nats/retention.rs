@@ -141,7 +141,7 @@ pub(super) async fn run(s: &Shared) -> Result<RetentionReport, LogError> {
                         .header(layout::SIZE, 0)
                         .header(layout::TOTAL, read::total_of(&Some(last.clone()))?),
                 );
-                match super::batch::publish(&s.client, batch).await {
+                match super::batch::publish(&s.client, batch, s.max_batch).await {
                     Ok(ack) => purge_below(s, &subject, ack.last_seq).await?,
                     // An append came in between: leave this partition to the next pass.
                     Err(super::batch::BatchError::Stale) => continue,

@@ -84,7 +84,7 @@ async fn publish(s: &Shared, batch: Batch, view: &View) -> Result<Option<()>, Lo
         return Ok(Some(()));
     }
     let started = Instant::now();
-    match batch::publish(&s.client, batch).await {
+    match batch::publish(&s.client, batch, s.max_batch).await {
         Ok(_ack) => {
             s.count(|c| {
                 c.transactions += 1;
