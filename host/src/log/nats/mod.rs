@@ -99,6 +99,8 @@ pub(super) struct Shared {
     config: LogConfig,
     /// [`NatsConfig::max_batch_messages`].
     max_batch: usize,
+    /// Held by a retention pass.
+    retention: tokio::sync::Mutex<()>,
     closed: AtomicBool,
     signals: Mutex<HashMap<(String, u32), Arc<EndSignal>>>,
     counters: Mutex<Counters>,
@@ -328,6 +330,7 @@ async fn open(config: NatsConfig, layout: Layout) -> Result<Shared, LogError> {
         stream,
         layout,
         max_batch: config.max_batch_messages.max(1),
+        retention: tokio::sync::Mutex::new(()),
         config: config.log,
         closed: AtomicBool::new(false),
         signals: Mutex::new(HashMap::new()),

@@ -116,10 +116,10 @@ pub(super) async fn seek(
 /// The most messages one batched direct get asks for.
 const GET_BATCH: usize = 256;
 
-/// Up to `max` messages of `subject` from sequence `from` on, in one request: a batched
-/// direct get (`{"seq", "next_by_subj", "batch"}`), answered by the messages and an
-/// end-of-batch status.
-async fn get_batch(
+/// Up to `max` messages of `subject` (wildcards allowed) from sequence `from` on, in one
+/// request: a batched direct get (`{"seq", "next_by_subj", "batch"}`), answered by the
+/// messages and an end-of-batch status.
+pub(super) async fn get_batch(
     s: &Shared,
     subject: &str,
     from: u64,

@@ -52,8 +52,10 @@ async fn purge_below(s: &Shared, subject: &str, seq: u64) -> Result<(), LogError
     Ok(())
 }
 
-/// One pass over every topic with a policy, then dedupe expiry.
+/// One pass over every topic with a policy, then dedupe expiry. Passes of one log (the
+/// background one and `enforce_retention`) run one at a time.
 pub(super) async fn run(s: &Shared) -> Result<RetentionReport, LogError> {
+    let _one_at_a_time = s.retention.lock().await;
     let mut report = RetentionReport::default();
     let now_ms = s.now_ms();
     let topics = super::records::topics(s).await?;
@@ -158,34 +160,38 @@ pub(super) async fn run(s: &Shared) -> Result<RetentionReport, LogError> {
     Ok(report)
 }
 
-/// Purges dedupe markers older than the window (a re-published id's newer marker stays).
+/// Purges dedupe markers older than the window. A topic's markers are appended in time
+/// order, so the expired ones are a prefix of `evh.<p>.id.<topic>.*`: read in batches up to
+/// the first one still inside the window, then purge everything before it in one call. The
+/// cost follows what expires, not how many ids the topic holds, and a marker appended
+/// meanwhile (a later sequence) always stays.
 async fn expire_dedupe(
     s: &Shared,
     topics: &[crate::log::TopicInfo],
     now_ms: u64,
 ) -> Result<u64, LogError> {
+    const BATCH: usize = 256;
     let mut expired = 0;
     for topic in topics {
         let filter = s.layout.dedupes(&topic.name);
-        for subject in read::subjects(&s.stream, &filter).await? {
-            // Expired markers come first (a marker is appended per re-publish): purge up to
-            // the last expired one only, so a marker appended meanwhile stays.
-            let mut last_expired = None;
-            let mut gone = 0;
-            let mut msg = read::next(&s.stream, &subject, 1).await?;
-            while let Some(m) = msg {
+        let (mut from, mut gone) = (1, 0u64);
+        'scan: loop {
+            let batch = read::get_batch(s, &filter, from, BATCH).await?;
+            let full = batch.len() == BATCH;
+            for m in batch {
                 let at = header_u64(&m, layout::APPEND_MS)?;
                 if rules::within_dedupe_window(now_ms, at, &s.config) {
-                    break;
+                    break 'scan;
                 }
                 gone += 1;
-                last_expired = Some(m.sequence);
-                msg = read::next(&s.stream, &subject, m.sequence + 1).await?;
+                from = m.sequence + 1;
             }
-            let Some(last_expired) = last_expired else {
-                continue;
-            };
-            purge_below(s, &subject, last_expired + 1).await?;
+            if !full {
+                break;
+            }
+        }
+        if gone > 0 {
+            purge_below(s, &filter, from).await?;
             expired += gone;
         }
     }
