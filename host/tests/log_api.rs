@@ -2244,6 +2244,74 @@ mod nats_shared {
         );
     }
 
+    #[tokio::test]
+    async fn retention_keeps_one_message_per_offset_and_state_subject() {
+        let server = nats_server::NatsServer::start();
+        let url = server.url.clone();
+        let log = tokio::task::spawn_blocking(move || open_url(&url, "test"))
+            .await
+            .unwrap();
+        let events = (0..30)
+            .map(|i| NewEvent::to_topic("orders", event(&format!("e{i}"))))
+            .collect();
+        log.append(events).await.unwrap();
+        for next in 1..=30 {
+            log.commit(ConsumerCommit {
+                state: vec![StateChange {
+                    namespace: "billing".into(),
+                    key: "seen".into(),
+                    value: Some(next.to_string().into_bytes()),
+                }],
+                ..advance_to("billing", "orders", 0, next)
+            })
+            .await
+            .unwrap();
+        }
+        let js = async_nats::jetstream::new(async_nats::connect(&server.url).await.unwrap());
+        let stream = js.get_stream("EVHOST_test").await.unwrap();
+        let count = |filter: &'static str| {
+            let stream = stream.clone();
+            async move {
+                use futures_util::TryStreamExt;
+                let subjects: Vec<(String, usize)> = stream
+                    .info_with_subjects(filter)
+                    .await
+                    .unwrap()
+                    .try_collect()
+                    .await
+                    .unwrap();
+                assert_eq!(subjects.len(), 1, "{subjects:?}");
+                subjects[0].1
+            }
+        };
+        assert_eq!(count("evh.test.off.>").await, 30, "a message per commit");
+        assert_eq!(count("evh.test.state.>").await, 30);
+
+        log.enforce_retention().await.unwrap();
+        assert_eq!(count("evh.test.off.>").await, 1);
+        assert_eq!(count("evh.test.state.>").await, 1);
+        assert_eq!(count("evh.test.ev.>").await, 30, "events are not compacted");
+        assert_eq!(
+            log.committed_offset("billing", "orders", 0).await.unwrap(),
+            Some(30)
+        );
+        assert_eq!(
+            log.state_get("billing", "seen").await.unwrap(),
+            Some(b"30".to_vec())
+        );
+        // The fences still match: the next commit lands, a stale one is refused.
+        log.append(vec![NewEvent::to_topic("orders", event("e30"))])
+            .await
+            .unwrap();
+        log.commit(advance_to("billing", "orders", 0, 31))
+            .await
+            .unwrap();
+        assert!(matches!(
+            log.commit(advance_to("billing", "orders", 0, 31)).await,
+            Err(LogError::OffsetConflict { .. })
+        ));
+    }
+
     fn open_url(url: &str, prefix: &str) -> NatsLog {
         NatsLog::connect(NatsConfig::new(vec![url.to_owned()], prefix)).unwrap()
     }

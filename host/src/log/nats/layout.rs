@@ -207,6 +207,11 @@ impl Layout {
             .map_err(|_| LogError::Corrupt(format!("`{subject}` is not a dead letter subject")))
     }
 
+    /// Every subject whose last message is its whole value (retention compacts them).
+    pub(super) fn last_value_subjects(&self) -> [String; 6] {
+        ["topic", "off", "state", "att", "dl", "meta"].map(|kind| format!("{}.{kind}.>", self.root))
+    }
+
     /// The next dead-letter id (the last message holds it).
     pub(super) fn dead_letter_counter(&self) -> String {
         format!("{}.meta.dlnext", self.root)

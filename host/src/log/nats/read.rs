@@ -201,20 +201,32 @@ pub(super) async fn scan(
 }
 
 /// The subjects matching `filter` (a wildcard subject), with their message counts.
-pub(super) async fn subjects(stream: &Stream, filter: &str) -> Result<Vec<String>, LogError> {
+pub(super) async fn subject_counts(
+    stream: &Stream,
+    filter: &str,
+) -> Result<Vec<(String, usize)>, LogError> {
     let mut info = stream
         .info_with_subjects(filter)
         .await
         .map_err(|e| storage(format!("stream info: {e}")))?;
     let mut out = Vec::new();
-    while let Some((subject, _count)) = info
+    while let Some(entry) = info
         .try_next()
         .await
         .map_err(|e| storage(format!("stream info: {e}")))?
     {
-        out.push(subject);
+        out.push(entry);
     }
     Ok(out)
+}
+
+/// The subjects matching `filter` (a wildcard subject).
+pub(super) async fn subjects(stream: &Stream, filter: &str) -> Result<Vec<String>, LogError> {
+    Ok(subject_counts(stream, filter)
+        .await?
+        .into_iter()
+        .map(|(subject, _)| subject)
+        .collect())
 }
 
 /// A topic's configuration, if it exists, with the sequence of its config message.

@@ -157,7 +157,30 @@ pub(super) async fn run(s: &Shared) -> Result<RetentionReport, LogError> {
         }
     }
     report.dedupe_entries_expired = expire_dedupe(s, &topics, now_ms).await?;
+    compact(s).await?;
     Ok(report)
+}
+
+/// Keeps only the last message of every subject whose last message is all that counts
+/// (offsets, state, attempts, dead letters, topic configs, counters): each write appends one,
+/// so without this an offset subject would grow by a message per commit. A fence reads the
+/// last message's sequence, which the purge keeps, so no write in flight is disturbed.
+async fn compact(s: &Shared) -> Result<(), LogError> {
+    // Subject by subject: a purge with a wildcard filter and `keep` keeps that many
+    // messages in all, not per subject.
+    for filter in s.layout.last_value_subjects() {
+        for (subject, count) in read::subject_counts(&s.stream, &filter).await? {
+            if count > 1 {
+                s.stream
+                    .purge()
+                    .filter(subject.as_str())
+                    .keep(1)
+                    .await
+                    .map_err(|e| storage(format!("compaction of {subject}: {e}")))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Purges dedupe markers older than the window. A topic's markers are appended in time
