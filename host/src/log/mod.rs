@@ -3,9 +3,9 @@
 //! Everything the host stores goes through [`EventLog`]: topics split into partitions,
 //! consumer-group offsets, the [`ConsumerCommit`] (a call's offset, emits, state, attempt
 //! counters and dead letter in one transaction), event-sourcing streams and retention.
-//! [`RedbLog`] is the embedded backend and [`MemoryLog`] the same contract in memory; a NATS
-//! JetStream backend is meant to implement the same trait (see `ARCHITECTURE.md`, section
-//! `log/`, for the guarantee each operation carries).
+//! [`RedbLog`] is the embedded backend, [`MemoryLog`] the same contract in memory and
+//! [`NatsLog`] the same contract on a NATS JetStream stream (see `ARCHITECTURE.md`, section
+//! `log/`, for the guarantee each operation carries and how each backend keeps it).
 //!
 //! # Layout
 //! - `commit`: the write-side records (`NewEvent`, `ConsumerCommit`, dead letters, ...).
