@@ -1,13 +1,16 @@
 //! The event log through its public interface: the contract of `EventLog`, run against every
-//! backend (`redb::*` on a real redb file, `memory::*` on `MemoryLog`), plus what only redb
-//! has (durability across a reopen, group commit).
+//! backend (`redb::*` on a real redb file, `memory::*` on `MemoryLog`, `nats::*` on
+//! `NatsLog` against a `nats-server` each test starts), plus what only redb has (group
+//! commit) and what only NATS has (several logs on one server, `nats_shared::*`).
 //!
 //! Each contract test is a generic function `NAME<L: Backend>`; `contract_tests!` at the end
-//! stamps out `redb::NAME` and `memory::NAME` from it. A test listed there runs on both.
-//! What is redb's alone stays redb-only, each with its reason: durability (`reopen` closes
-//! and reopens the file; on the memory log it keeps the log, so the contract after it is
-//! still checked), group commit (`Backend::GROUP_COMMIT`, and
-//! `concurrent_consumer_commits_share_transactions`), and crashes (`log_crash.rs`).
+//! stamps out `redb::NAME`, `memory::NAME` and `nats::NAME` from it. A test listed there runs
+//! on all three. What is one backend's alone stays there, each with its reason: durability
+//! (`reopen` closes and reopens the redb file, or connects a new `NatsLog` to the same
+//! server; on the memory log it keeps the log, so the contract after it is still checked),
+//! group commit (`Backend::GROUP_COMMIT`, and `concurrent_consumer_commits_share_transactions`),
+//! and crashes (`log_crash.rs`). The NATS tests need nats-server 2.12+ (see
+//! `tests/support/nats_server.rs`); without one they fail with what to install, never skip.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
@@ -17,6 +20,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use evhost::event::{Event, Position};
 use evhost::log::*;
+
+#[path = "../../tests/support/nats_server.rs"]
+mod nats_server;
 
 // ---------------------------------------------------------------------------------------
 // harness
@@ -29,7 +35,12 @@ trait Backend: EventLog + Sized + 'static {
     /// each request as its own transaction.
     const GROUP_COMMIT: bool;
 
-    fn open(dir: &Path, config: LogConfig) -> Self;
+    /// What the log needs running beside it for as long as the test (NATS: the server).
+    type Env;
+
+    fn env(dir: &Path) -> Self::Env;
+
+    fn open(env: &Self::Env, dir: &Path, config: LogConfig) -> Self;
 
     fn shutdown(&self);
 }
@@ -37,8 +48,11 @@ trait Backend: EventLog + Sized + 'static {
 impl Backend for RedbLog {
     const DURABLE: bool = true;
     const GROUP_COMMIT: bool = true;
+    type Env = ();
 
-    fn open(dir: &Path, config: LogConfig) -> Self {
+    fn env(_dir: &Path) {}
+
+    fn open(_env: &(), dir: &Path, config: LogConfig) -> Self {
         RedbLog::open(dir.join("log.redb"), config).unwrap()
     }
 
@@ -50,13 +64,52 @@ impl Backend for RedbLog {
 impl Backend for MemoryLog {
     const DURABLE: bool = false;
     const GROUP_COMMIT: bool = false;
+    type Env = ();
 
-    fn open(_dir: &Path, config: LogConfig) -> Self {
+    fn env(_dir: &Path) {}
+
+    fn open(_env: &(), _dir: &Path, config: LogConfig) -> Self {
         MemoryLog::new(config).unwrap()
     }
 
     fn shutdown(&self) {
         MemoryLog::shutdown(self)
+    }
+}
+
+/// NATS JetStream: each test starts its own `nats-server` (stopped when the harness drops,
+/// also on a panic). "Reopen" connects a new `NatsLog` to the same server, so what follows
+/// it checks that every acknowledged write is in the server, not in the dropped client.
+impl Backend for NatsLog {
+    const DURABLE: bool = true;
+    const GROUP_COMMIT: bool = false;
+    type Env = nats_server::NatsServer;
+
+    fn env(_dir: &Path) -> nats_server::NatsServer {
+        nats_server::NatsServer::start()
+    }
+
+    fn open(server: &nats_server::NatsServer, _dir: &Path, config: LogConfig) -> Self {
+        let config = NatsConfig {
+            log: config,
+            ..NatsConfig::new(vec![server.url.clone()], "test")
+        };
+        // The server listens before JetStream is ready: retry the first connect briefly.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match NatsLog::connect(config.clone()) {
+                Ok(log) => return log,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("NATS log not ready yet: {e}");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("cannot open the NATS log: {e}"),
+            }
+        }
+    }
+
+    fn shutdown(&self) {
+        NatsLog::shutdown(self)
     }
 }
 
@@ -66,6 +119,8 @@ struct Harness<L: Backend> {
     config: LogConfig,
     clock: Arc<AtomicU64>,
     log: L,
+    // Declared after the log, so it outlives it.
+    env: L::Env,
 }
 
 const T0_MS: u64 = 1_800_000_000_000;
@@ -86,12 +141,14 @@ impl<L: Backend> Harness<L> {
             ..LogConfig::default()
         };
         configure(&mut config);
-        let log = L::open(dir.path(), config.clone());
+        let env = L::env(dir.path());
+        let log = L::open(&env, dir.path(), config.clone());
         Self {
             dir,
             config,
             clock,
             log,
+            env,
         }
     }
 
@@ -107,14 +164,16 @@ impl<L: Backend> Harness<L> {
             config,
             clock,
             log,
+            env,
         } = self;
         drop(log);
-        let log = L::open(dir.path(), config.clone());
+        let log = L::open(&env, dir.path(), config.clone());
         Self {
             dir,
             config,
             clock,
             log,
+            env,
         }
     }
 
@@ -1885,13 +1944,399 @@ fn errors_say_refused_conflict_or_failed<L: Backend>() {
 }
 
 // ---------------------------------------------------------------------------------------
+// NATS: several logs (daemons) on one server
+//
+// One `NatsLog` runs its own writes one at a time, so the contract tests above race only
+// inside one process. These race several logs against one server, where nothing but the
+// server's fences (`Nats-Expected-Last-Subject-Sequence` in an atomic batch) keeps the
+// guarantees.
+
+mod nats_shared {
+    use super::*;
+
+    fn open(server: &nats_server::NatsServer, prefix: &str) -> NatsLog {
+        NatsLog::connect(NatsConfig::new(vec![server.url.clone()], prefix)).unwrap()
+    }
+
+    /// `n` logs of one installation on a fresh server (the first one creates the stream).
+    fn logs(n: usize) -> (nats_server::NatsServer, Vec<Arc<NatsLog>>) {
+        let server = nats_server::NatsServer::start();
+        let first = <NatsLog as Backend>::open(&server, Path::new("."), LogConfig::default());
+        let mut logs = vec![Arc::new(first)];
+        logs.extend((1..n).map(|_| Arc::new(open(&server, "test"))));
+        (server, logs)
+    }
+
+    /// Runs `f(log index, thread index)` on `threads` threads per log, all released at once.
+    fn race<T: Send + 'static>(
+        logs: &[Arc<NatsLog>],
+        threads: usize,
+        f: impl Fn(&NatsLog, usize, usize) -> T + Send + Sync + 'static,
+    ) -> Vec<T> {
+        let f = Arc::new(f);
+        let barrier = Arc::new(Barrier::new(logs.len() * threads));
+        let handles: Vec<_> = logs
+            .iter()
+            .enumerate()
+            .flat_map(|(l, log)| (0..threads).map(move |t| (l, t, log.clone())))
+            .map(|(l, t, log)| {
+                let (f, barrier) = (f.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    f(&log, l, t)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    }
+
+    #[test]
+    fn appends_from_several_logs_get_dense_offsets_and_one_copy_per_id() {
+        let (_server, logs) = logs(4);
+        let acks: Vec<Appended> = race(&logs, 2, |log, l, t| {
+            (0..10)
+                .flat_map(|b| {
+                    let events = (0..3)
+                        .map(|i| NewEvent::to_topic("busy", event(&format!("l{l}-t{t}-b{b}-{i}"))))
+                        .collect();
+                    log.append(events).wait().unwrap()
+                })
+                .collect::<Vec<_>>()
+        })
+        .into_iter()
+        .flatten()
+        .collect();
+        let stored = logs[0].read("busy", 0, 0, usize::MAX).wait().unwrap();
+        assert_eq!(stored.len(), 4 * 2 * 10 * 3);
+        let offsets: Vec<u64> = stored.iter().map(|s| s.position.offset).collect();
+        assert_eq!(offsets, (0..240).collect::<Vec<u64>>(), "dense, no gaps");
+        for ack in &acks {
+            assert!(!ack.duplicate);
+            assert_eq!(stored[ack.position.offset as usize].event.id, ack.id);
+        }
+
+        let same = race(&logs, 2, |log, _, _| {
+            log.append(vec![NewEvent::to_topic("busy", event("same"))])
+                .wait()
+                .unwrap()
+                .remove(0)
+        });
+        assert_eq!(same.iter().filter(|a| !a.duplicate).count(), 1, "{same:?}");
+        assert!(same.iter().all(|a| a.position == at("busy", 0, 240)));
+        assert_eq!(logs[3].partition_end("busy"), 241);
+    }
+
+    #[test]
+    fn of_racing_commits_for_one_event_exactly_one_lands_whole() {
+        let (_server, logs) = logs(4);
+        logs[0]
+            .append(vec![NewEvent::to_topic("orders", event("e0"))])
+            .wait()
+            .unwrap();
+        let results = race(&logs, 2, |log, l, t| {
+            let tag = format!("{l}-{t}");
+            log.commit(ConsumerCommit {
+                emits: vec![NewEvent::to_topic("out", event(&format!("emit-{tag}")))],
+                state: vec![StateChange {
+                    namespace: "billing".into(),
+                    key: "handled-by".into(),
+                    value: Some(tag.clone().into_bytes()),
+                }],
+                dead_letter: None,
+                ..advance_to("billing", "orders", 0, 1)
+            })
+            .wait()
+            .map(|_| tag)
+        });
+        let winners: Vec<&String> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        assert_eq!(winners.len(), 1, "{results:?}");
+        assert!(
+            results.iter().filter(|r| r.is_err()).all(|r| matches!(
+                r,
+                Err(LogError::OffsetConflict {
+                    current: 1,
+                    requested: 1,
+                    ..
+                })
+            )),
+            "{results:?}"
+        );
+        let emitted = logs[1].read("out", 0, 0, 100).wait().unwrap();
+        assert_eq!(
+            emitted
+                .iter()
+                .map(|s| s.event.id.clone())
+                .collect::<Vec<_>>(),
+            [format!("emit-{}", winners[0])],
+            "only the winner's emit"
+        );
+        assert_eq!(
+            logs[2].state_get("billing", "handled-by").wait().unwrap(),
+            Some(winners[0].clone().into_bytes())
+        );
+        assert_eq!(
+            logs[3]
+                .committed_offset("billing", "orders", 0)
+                .wait()
+                .unwrap(),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn racing_logs_park_dead_letters_under_distinct_ids_and_one_stream_writer_wins() {
+        let (_server, logs) = logs(3);
+        logs[0]
+            .append(vec![NewEvent::to_topic("orders", event("e0"))])
+            .wait()
+            .unwrap();
+        let stored = logs[0].read("orders", 0, 0, 1).wait().unwrap().remove(0);
+        let ids = race(&logs, 2, move |log, l, t| {
+            let mut record =
+                dead_letter_record("billing", stored.position.clone(), FailureKind::Trap);
+            record.message = format!("{l}-{t}");
+            log.commit(ConsumerCommit {
+                group: "billing".into(),
+                dead_letter: Some(record),
+                ..ConsumerCommit::default()
+            })
+            .wait()
+            .unwrap()
+            .dead_letter
+            .unwrap()
+        });
+        let mut ids: Vec<u64> = ids.into_iter().map(|id| id.0).collect();
+        ids.sort_unstable();
+        let first = ids[0];
+        assert_eq!(
+            ids,
+            (first..first + 6).collect::<Vec<_>>(),
+            "distinct, in order"
+        );
+        assert_eq!(
+            logs[1].dead_letters(None, None, 100).wait().unwrap().len(),
+            6
+        );
+
+        let results = race(&logs, 2, |log, l, t| {
+            log.append_to_stream(
+                "order-1",
+                ExpectedVersion::Exact(0),
+                vec![NewEvent::to_topic("orders", event(&format!("s-{l}-{t}")))],
+            )
+            .wait()
+        });
+        assert_eq!(
+            results.iter().filter(|r| r.is_ok()).count(),
+            1,
+            "{results:?}"
+        );
+        assert!(
+            results
+                .iter()
+                .filter(|r| r.is_err())
+                .all(|r| matches!(r, Err(LogError::VersionConflict { current: 1, .. }))),
+            "{results:?}"
+        );
+        assert_eq!(logs[2].stream_version("order-1").wait().unwrap(), 1);
+    }
+
+    #[test]
+    fn installations_with_different_prefixes_do_not_see_each_other() {
+        let (server, logs) = logs(1);
+        let other = open(&server, "other");
+        logs[0]
+            .append(vec![NewEvent::to_topic("orders", event("a"))])
+            .wait()
+            .unwrap();
+        assert!(other.topic("orders").wait().unwrap().is_none());
+        let ack = other
+            .append(vec![NewEvent::to_topic("orders", event("a"))])
+            .wait()
+            .unwrap();
+        assert!(!ack[0].duplicate, "dedupe is per installation");
+        assert_eq!(ack[0].position.offset, 0);
+    }
+
+    #[test]
+    fn a_watch_wakes_when_another_log_appends() {
+        let (_server, logs) = logs(2);
+        logs[0]
+            .append(vec![NewEvent::to_topic("orders", event("a"))])
+            .wait()
+            .unwrap();
+        let watch = logs[1].watch("orders", 0).wait().unwrap();
+        assert_eq!(watch.end(), 1);
+        let waiter =
+            std::thread::spawn(move || watch.wait_past_blocking(2, Duration::from_secs(10)));
+        for id in ["b", "c"] {
+            logs[0]
+                .append(vec![NewEvent::to_topic("orders", event(id))])
+                .wait()
+                .unwrap();
+        }
+        assert_eq!(
+            waiter.join().unwrap().unwrap(),
+            Some(3),
+            "woken by the other log"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stream_made_without_atomic_batches_is_switched_on_at_open() {
+        let server = nats_server::NatsServer::start();
+        let js = async_nats::jetstream::new(async_nats::connect(&server.url).await.unwrap());
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: "EVHOST_test".into(),
+            subjects: vec!["evh.test.>".into()],
+            max_messages: 1_000_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let url = server.url.clone();
+        let log = tokio::task::spawn_blocking(move || open_url(&url, "test"))
+            .await
+            .unwrap();
+        let acks = log
+            .append(vec![NewEvent::to_topic("orders", event("a"))])
+            .await
+            .unwrap();
+        assert_eq!(acks[0].position, at("orders", 0, 0));
+        let config = js
+            .get_stream("EVHOST_test")
+            .await
+            .unwrap()
+            .cached_info()
+            .config
+            .clone();
+        assert!(config.allow_atomic_publish && config.allow_direct && config.republish.is_some());
+        assert_eq!(config.max_messages, 1_000_000, "the operator's limits stay");
+    }
+
+    #[test]
+    fn an_append_over_the_batch_limit_is_refused_whole_unless_the_limit_is_raised() {
+        let many = || -> Vec<NewEvent> {
+            (0..600)
+                .map(|i| NewEvent::to_topic("orders", event(&format!("e{i}"))))
+                .collect()
+        };
+        // 600 events are 1200 messages: over the server's default 1000.
+        let (_server, logs) = logs(1);
+        let refused = logs[0].append(many()).wait();
+        assert!(matches!(refused, Err(LogError::Invalid(_))), "{refused:?}");
+        assert!(
+            logs[0].topic("orders").wait().unwrap().is_none(),
+            "nothing written"
+        );
+
+        let server = nats_server::NatsServer::start_with("  limits { batch { max_msgs: 2000 } }");
+        let log = NatsLog::connect(NatsConfig {
+            max_batch_messages: 2000,
+            ..NatsConfig::new(vec![server.url.clone()], "test")
+        })
+        .unwrap();
+        let acks = log.append(many()).wait().unwrap();
+        assert_eq!(acks.last().unwrap().position, at("orders", 0, 599));
+        assert_eq!(
+            log.read("orders", 0, 0, usize::MAX).wait().unwrap().len(),
+            600
+        );
+    }
+
+    #[tokio::test]
+    async fn retention_keeps_one_message_per_offset_and_state_subject() {
+        let server = nats_server::NatsServer::start();
+        let url = server.url.clone();
+        let log = tokio::task::spawn_blocking(move || open_url(&url, "test"))
+            .await
+            .unwrap();
+        let events = (0..30)
+            .map(|i| NewEvent::to_topic("orders", event(&format!("e{i}"))))
+            .collect();
+        log.append(events).await.unwrap();
+        for next in 1..=30 {
+            log.commit(ConsumerCommit {
+                state: vec![StateChange {
+                    namespace: "billing".into(),
+                    key: "seen".into(),
+                    value: Some(next.to_string().into_bytes()),
+                }],
+                ..advance_to("billing", "orders", 0, next)
+            })
+            .await
+            .unwrap();
+        }
+        let js = async_nats::jetstream::new(async_nats::connect(&server.url).await.unwrap());
+        let stream = js.get_stream("EVHOST_test").await.unwrap();
+        let count = |filter: &'static str| {
+            let stream = stream.clone();
+            async move {
+                use futures_util::TryStreamExt;
+                let subjects: Vec<(String, usize)> = stream
+                    .info_with_subjects(filter)
+                    .await
+                    .unwrap()
+                    .try_collect()
+                    .await
+                    .unwrap();
+                assert_eq!(subjects.len(), 1, "{subjects:?}");
+                subjects[0].1
+            }
+        };
+        assert_eq!(count("evh.test.off.>").await, 30, "a message per commit");
+        assert_eq!(count("evh.test.state.>").await, 30);
+
+        log.enforce_retention().await.unwrap();
+        assert_eq!(count("evh.test.off.>").await, 1);
+        assert_eq!(count("evh.test.state.>").await, 1);
+        assert_eq!(count("evh.test.ev.>").await, 30, "events are not compacted");
+        assert_eq!(
+            log.committed_offset("billing", "orders", 0).await.unwrap(),
+            Some(30)
+        );
+        assert_eq!(
+            log.state_get("billing", "seen").await.unwrap(),
+            Some(b"30".to_vec())
+        );
+        // The fences still match: the next commit lands, a stale one is refused.
+        log.append(vec![NewEvent::to_topic("orders", event("e30"))])
+            .await
+            .unwrap();
+        log.commit(advance_to("billing", "orders", 0, 31))
+            .await
+            .unwrap();
+        assert!(matches!(
+            log.commit(advance_to("billing", "orders", 0, 31)).await,
+            Err(LogError::OffsetConflict { .. })
+        ));
+    }
+
+    fn open_url(url: &str, prefix: &str) -> NatsLog {
+        NatsLog::connect(NatsConfig::new(vec![url.to_owned()], prefix)).unwrap()
+    }
+
+    trait End {
+        fn partition_end(&self, topic: &str) -> u64;
+    }
+
+    impl End for NatsLog {
+        fn partition_end(&self, topic: &str) -> u64 {
+            self.topic(topic).wait().unwrap().unwrap().partitions[0].end
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // every contract test, once per backend
 
-/// Stamps out `redb::NAME` and `memory::NAME` for each generic contract test `NAME<L>`.
+/// Stamps out `redb::NAME`, `memory::NAME` and `nats::NAME` for each generic contract test
+/// `NAME<L>`.
 macro_rules! contract_tests {
     (sync: $($name:ident),* $(,)?; async: $($async_name:ident),* $(,)?) => {
         contract_tests!(@backend redb, RedbLog; $($name),*; $($async_name),*);
         contract_tests!(@backend memory, MemoryLog; $($name),*; $($async_name),*);
+        contract_tests!(@backend nats, NatsLog; $($name),*; $($async_name),*);
     };
     (@backend $module:ident, $log:ident; $($name:ident),*; $($async_name:ident),*) => {
         mod $module {

