@@ -652,3 +652,55 @@ fn a_plugin_whose_describe_panics_is_listed_as_failed_with_the_panic_message() {
         "{error}"
     );
 }
+
+#[test]
+fn a_plugin_memory_limit_beyond_the_pool_slot_is_refused_naming_both_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = plugin_dir(
+        dir.path(),
+        &[
+            (
+                "welcome",
+                "memory = \"128 MiB\"\n[grants]\nemit = [\"notification.*\"]\n",
+            ),
+            ("counter", "memory = \"64 MiB\"\n[grants]\nstate = true\n"),
+        ],
+    );
+    let config = dir.path().join("evhost.toml");
+    std::fs::write(&config, "[runtime]\ninstance-memory = \"64 MiB\"\n").unwrap();
+    let d = Daemon::start(
+        &dir.path().join("data"),
+        Options {
+            plugins: Some(plugins.clone()),
+            config: Some(config.clone()),
+            ..Options::default()
+        },
+    );
+    let out = d.stdout().join("\n");
+    let expected = format!(
+        "memory = \"128 MiB\" in {} exceeds [runtime] instance-memory = \"64 MiB\" in {}",
+        plugins.join("welcome.toml").display(),
+        config.display()
+    );
+    assert!(
+        out.contains("FAILED to load") && out.contains(&expected),
+        "{out}"
+    );
+    assert!(
+        out.contains("loaded plugin counter"),
+        "a limit equal to the slot fits: {out}"
+    );
+    let (_, body) = d.get("/v1/plugins");
+    let welcome = body["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "welcome")
+        .unwrap_or_else(|| panic!("welcome in {body}"))
+        .clone();
+    assert_eq!(welcome["state"], "failed");
+    assert!(
+        welcome["last_error"].as_str().unwrap().contains(&expected),
+        "{welcome}"
+    );
+}

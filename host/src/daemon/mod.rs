@@ -32,7 +32,7 @@ use crate::config::Config;
 use crate::dispatch::{DispatchConfig, Dispatcher, EmitCheck};
 use crate::log::{EventLog, LogConfig, LogError, RedbLog};
 use crate::plugins::{self, DirWatcher, Loader, WatchConfig};
-use crate::runtime::{Runtime, RuntimeConfig, RuntimeError};
+use crate::runtime::{PoolConfig, Runtime, RuntimeConfig, RuntimeError};
 
 /// Prints a line for the operator on stdout; a closed stdout is not an error worth
 /// stopping the daemon for (`println!` would panic).
@@ -110,6 +110,17 @@ pub async fn run(
     let runtime = Arc::new(Runtime::new(RuntimeConfig {
         cache_dir: Some(data.join("cache")),
         max_event_bytes: config.log.max_event_bytes,
+        pool: PoolConfig {
+            instances: config.runtime.instances,
+            instance_memory: config.runtime.instance_memory,
+            source: match &config.file {
+                Some(file) => format!("in {}", file.display()),
+                None => {
+                    "(the default; set it under [runtime] in a config file given with --config)"
+                        .into()
+                }
+            },
+        },
         ..RuntimeConfig::default()
     })?);
     let schemas = Arc::new(SchemaRegistry::open(&data.join("schemas"))?);

@@ -22,8 +22,9 @@ use serde::Serialize;
 use self::numbers::LoadNumbers;
 pub use self::sidecar::Sidecar;
 pub use self::watcher::{DirWatcher, WatchConfig, WatchError};
+use crate::config::format_byte_size;
 use crate::dispatch::{Deployment, Dispatcher};
-use crate::runtime::{GrantSource, LoadError, Runtime};
+use crate::runtime::{GrantSource, Limits, LoadError, Runtime};
 
 /// Why a plugin file was not deployed. The message names the file.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +38,19 @@ pub enum PluginError {
         path: String,
         name: String,
         other: String,
+    },
+    #[error(
+        "{memory} in {sidecar} exceeds [runtime] instance-memory = \"{slot}\"{set_in}: \
+         lower the plugin's memory or raise instance-memory"
+    )]
+    MemoryOverPool {
+        /// The plugin's memory setting as the operator would write it, e.g.
+        /// `memory = "512 MiB"`.
+        memory: String,
+        sidecar: String,
+        slot: String,
+        /// Where instance-memory is set (" in FILE").
+        set_in: String,
     },
     #[error("loading {path} did not finish: {message}")]
     Aborted { path: String, message: String },
@@ -63,6 +77,7 @@ pub fn load(runtime: &Runtime, wasm: &Path, load_number: u64) -> Result<Deployme
     } else {
         Sidecar::default()
     };
+    check_memory(runtime, &sidecar, &sidecar_file)?;
     let plugin = runtime.load_file(wasm)?;
     let mut settings = sidecar
         .settings(plugin.info.retry.as_ref())
@@ -86,6 +101,30 @@ pub fn load(runtime: &Runtime, wasm: &Path, load_number: u64) -> Result<Deployme
         plugin,
         settings,
         load_number,
+    })
+}
+
+/// A plugin's memory limit must fit the pool's slots: refused before the
+/// compile, naming both settings and where each is written.
+fn check_memory(runtime: &Runtime, sidecar: &Sidecar, file: &Path) -> Result<(), PluginError> {
+    let pool = &runtime.config().pool;
+    let (memory, written) = match sidecar.memory() {
+        Some(m) => (m, true),
+        None => (Limits::default().memory, false),
+    };
+    if memory <= pool.instance_memory {
+        return Ok(());
+    }
+    let shown = format_byte_size(memory);
+    Err(PluginError::MemoryOverPool {
+        memory: if written {
+            format!("memory = \"{shown}\"")
+        } else {
+            format!("the default memory limit of {shown} (no `memory` set)")
+        },
+        sidecar: file.display().to_string(),
+        slot: format_byte_size(pool.instance_memory),
+        set_in: pool.source_suffix(),
     })
 }
 
