@@ -704,3 +704,78 @@ fn a_plugin_memory_limit_beyond_the_pool_slot_is_refused_naming_both_files() {
         "{welcome}"
     );
 }
+
+#[test]
+fn plugins_compiled_concurrently_at_start_are_deployed_and_numbered_in_file_order() {
+    // Guards the order, which concurrent compiles could otherwise scramble:
+    // smaller files (faster compiles) sit after larger ones, and a failing
+    // file in the middle is reported in its place.
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = plugin_dir(
+        dir.path(),
+        &[
+            ("order-saga", ""),
+            ("counter", "[grants]\nstate = true\n"),
+            ("inventory", ""),
+            ("welcome", WELCOME_SIDECAR),
+            ("payment", ""),
+            ("notification", ""),
+        ],
+    );
+    std::fs::write(plugins.join("m-broken.wasm"), b"not wasm").unwrap();
+    let d = Daemon::start(
+        &dir.path().join("data"),
+        Options {
+            plugins: Some(plugins),
+            ..Options::default()
+        },
+    );
+    let files: Vec<String> = d
+        .stdout()
+        .iter()
+        .filter_map(|l| {
+            let file = if l.starts_with("loaded plugin") {
+                l.split(" from ").nth(1)?.split(' ').next()?
+            } else {
+                l.strip_prefix("FAILED to load ")?.split(':').next()?
+            };
+            Some(file.rsplit('/').next()?.to_owned())
+        })
+        .collect();
+    assert_eq!(
+        files,
+        [
+            "counter.wasm",
+            "inventory.wasm",
+            "m-broken.wasm",
+            "notification.wasm",
+            "order-saga.wasm",
+            "payment.wasm",
+            "welcome.wasm"
+        ],
+        "{}",
+        d.stdout().join("\n")
+    );
+    let (_, body) = d.get("/v1/plugins");
+    let number = |name: &str| {
+        body["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .and_then(|p| p["load_number"].as_u64())
+            .unwrap_or_else(|| panic!("load number of {name} in {body}"))
+    };
+    let numbers: Vec<u64> = [
+        "counter",
+        "inventory",
+        "notification",
+        "order-saga",
+        "payment",
+        "welcome",
+    ]
+    .into_iter()
+    .map(number)
+    .collect();
+    assert_eq!(numbers, [1, 2, 3, 4, 5, 6]);
+}
