@@ -320,7 +320,8 @@ impl Runtime {
         let pool_setting: Arc<str> = config.pool.describe_instances().into();
         let engine = Engine::new(&wasm).map_err(|e| {
             RuntimeError::Engine(format!(
-                "{e:#} (the instance pool reserves address space for {pool_setting})"
+                "{e:#}; the instance pool reserves about 8 GiB of address space per \
+                 instance for {pool_setting}: lower it, or raise the limit (`ulimit -v`)"
             ))
         })?;
 
