@@ -652,3 +652,130 @@ fn a_plugin_whose_describe_panics_is_listed_as_failed_with_the_panic_message() {
         "{error}"
     );
 }
+
+#[test]
+fn a_plugin_memory_limit_beyond_the_pool_slot_is_refused_naming_both_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = plugin_dir(
+        dir.path(),
+        &[
+            (
+                "welcome",
+                "memory = \"128 MiB\"\n[grants]\nemit = [\"notification.*\"]\n",
+            ),
+            ("counter", "memory = \"64 MiB\"\n[grants]\nstate = true\n"),
+        ],
+    );
+    let config = dir.path().join("evhost.toml");
+    std::fs::write(&config, "[runtime]\ninstance-memory = \"64 MiB\"\n").unwrap();
+    let d = Daemon::start(
+        &dir.path().join("data"),
+        Options {
+            plugins: Some(plugins.clone()),
+            config: Some(config.clone()),
+            ..Options::default()
+        },
+    );
+    let out = d.stdout().join("\n");
+    let expected = format!(
+        "memory = \"128 MiB\" in {} exceeds [runtime] instance-memory = \"64 MiB\" in {}",
+        plugins.join("welcome.toml").display(),
+        config.display()
+    );
+    assert!(
+        out.contains("FAILED to load") && out.contains(&expected),
+        "{out}"
+    );
+    assert!(
+        out.contains("loaded plugin counter"),
+        "a limit equal to the slot fits: {out}"
+    );
+    let (_, body) = d.get("/v1/plugins");
+    let welcome = body["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "welcome")
+        .unwrap_or_else(|| panic!("welcome in {body}"))
+        .clone();
+    assert_eq!(welcome["state"], "failed");
+    assert!(
+        welcome["last_error"].as_str().unwrap().contains(&expected),
+        "{welcome}"
+    );
+}
+
+#[test]
+fn plugins_compiled_concurrently_at_start_are_deployed_and_numbered_in_file_order() {
+    // Guards the order, which concurrent compiles could otherwise scramble:
+    // smaller files (faster compiles) sit after larger ones, and a failing
+    // file in the middle is reported in its place.
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = plugin_dir(
+        dir.path(),
+        &[
+            ("order-saga", ""),
+            ("counter", "[grants]\nstate = true\n"),
+            ("inventory", ""),
+            ("welcome", WELCOME_SIDECAR),
+            ("payment", ""),
+            ("notification", ""),
+        ],
+    );
+    std::fs::write(plugins.join("m-broken.wasm"), b"not wasm").unwrap();
+    let d = Daemon::start(
+        &dir.path().join("data"),
+        Options {
+            plugins: Some(plugins),
+            ..Options::default()
+        },
+    );
+    let files: Vec<String> = d
+        .stdout()
+        .iter()
+        .filter_map(|l| {
+            let file = if l.starts_with("loaded plugin") {
+                l.split(" from ").nth(1)?.split(' ').next()?
+            } else {
+                l.strip_prefix("FAILED to load ")?.split(':').next()?
+            };
+            Some(file.rsplit('/').next()?.to_owned())
+        })
+        .collect();
+    assert_eq!(
+        files,
+        [
+            "counter.wasm",
+            "inventory.wasm",
+            "m-broken.wasm",
+            "notification.wasm",
+            "order-saga.wasm",
+            "payment.wasm",
+            "welcome.wasm"
+        ],
+        "{}",
+        d.stdout().join("\n")
+    );
+    let (_, body) = d.get("/v1/plugins");
+    let number = |name: &str| {
+        body["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .and_then(|p| p["load_number"].as_u64())
+            .unwrap_or_else(|| panic!("load number of {name} in {body}"))
+    };
+    let numbers: Vec<u64> = [
+        "counter",
+        "inventory",
+        "notification",
+        "order-saga",
+        "payment",
+        "welcome",
+    ]
+    .into_iter()
+    .map(number)
+    .collect();
+    assert_eq!(numbers, [1, 2, 3, 4, 5, 6]);
+}

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use evhost::event::{self, Event, Position, StoredEvent};
 use evhost::runtime::{
     Failure, GrantSource, Grants, InstanceSettings, LimitHit, Limits, LoadError, MAX_OUTPUT_BYTES,
-    MAX_OUTPUT_LINES, MemoryState, Origin, Runtime, RuntimeConfig,
+    MAX_OUTPUT_LINES, MemoryState, Origin, PoolConfig, Runtime, RuntimeConfig,
 };
 
 fn runtime() -> Runtime {
@@ -634,4 +634,70 @@ fn interrupt_all_stops_a_running_call_as_a_host_error() {
     interrupter.join().unwrap();
     assert!(matches!(err.failure, Failure::Host(_)), "{err}");
     assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
+fn a_full_instance_pool_is_a_host_error_naming_the_setting() {
+    let rt = Runtime::new(RuntimeConfig {
+        pool: PoolConfig {
+            instances: 2,
+            source: "in /etc/evhost.toml".into(),
+            ..PoolConfig::default()
+        },
+        ..RuntimeConfig::default()
+    })
+    .expect("runtime starts");
+    let plugin = rt.load_file(&support::plugin("faulty")).unwrap();
+    let ok = event("faulty.ok", None);
+    let mut first = rt.instance(plugin.clone(), granted());
+    let mut second = rt.instance(plugin.clone(), granted());
+    first.call(&ok, 1).expect("slot 1");
+    second.call(&ok, 1).expect("slot 2");
+
+    let mut third = rt.instance(plugin.clone(), granted());
+    let err = third
+        .call(&ok, 1)
+        .expect_err("the pool holds two instances");
+    match &err.failure {
+        Failure::Host(msg) => assert!(
+            msg.contains("`[runtime] instances = 2` in /etc/evhost.toml"),
+            "{msg}"
+        ),
+        other => panic!("expected a host error, got {other:?}"),
+    }
+    // A freed slot is used again.
+    drop(first);
+    third.call(&ok, 1).expect("a slot was freed");
+}
+
+#[test]
+fn a_memory_limit_as_large_as_the_pool_slot_is_still_reported_as_out_of_memory() {
+    let rt = Runtime::new(RuntimeConfig {
+        pool: PoolConfig {
+            instance_memory: 64 << 20,
+            ..PoolConfig::default()
+        },
+        ..RuntimeConfig::default()
+    })
+    .expect("runtime starts");
+    let plugin = rt.load_file(&support::plugin("faulty")).unwrap();
+    let limits = Limits {
+        memory: 64 << 20,
+        ..Limits::default()
+    };
+    let mut instance = rt.instance(
+        plugin,
+        InstanceSettings {
+            limits,
+            ..granted()
+        },
+    );
+    let err = instance
+        .call(&event("faulty.alloc", None), 1)
+        .expect_err("allocates without end");
+    assert!(
+        matches!(err.failure, Failure::OutOfMemory(_)),
+        "{:?}",
+        err.failure
+    );
 }

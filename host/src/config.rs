@@ -23,6 +23,10 @@ pub struct Config {
     pub api: ApiConfig,
     pub log: LogSettings,
     pub dispatch: DispatchSettings,
+    pub runtime: RuntimeSettings,
+    /// The file these settings were read from, if any: where an operator
+    /// changes them, so messages about a setting name it.
+    pub file: Option<PathBuf>,
 }
 
 /// How the daemon writes its own log lines (to stderr).
@@ -77,6 +81,21 @@ pub struct DispatchSettings {
     pub shutdown_timeout: Duration,
 }
 
+/// The Wasm runtime's instance pool (see `runtime::PoolConfig`).
+#[derive(Debug, Clone)]
+pub struct RuntimeSettings {
+    /// Plugin instances that may exist at once (one per running consumer).
+    pub instances: u32,
+    /// Largest linear memory of one instance; caps every plugin's `memory`.
+    pub instance_memory: usize,
+}
+
+/// The default memory limit of a plugin; `[runtime] instance-memory` may not be smaller.
+const PLUGIN_MEMORY_DEFAULT: usize = 64 << 20;
+/// Largest `[runtime] instance-memory`: wasmtime reserves 4 GiB per memory
+/// slot, and a slot cannot be larger than its reservation.
+const INSTANCE_MEMORY_MAX: usize = 4 << 30;
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -100,6 +119,11 @@ impl Default for Config {
                 batch_size: 64,
                 shutdown_timeout: Duration::from_secs(10),
             },
+            runtime: RuntimeSettings {
+                instances: 1000,
+                instance_memory: 256 << 20,
+            },
+            file: None,
         }
     }
 }
@@ -137,6 +161,7 @@ struct FileConfig {
     api: Option<FileApi>,
     log: Option<FileLog>,
     dispatch: Option<FileDispatch>,
+    runtime: Option<FileRuntime>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -164,6 +189,13 @@ struct FileDispatch {
     shutdown_timeout: Option<HumanDuration>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileRuntime {
+    instances: Option<u32>,
+    instance_memory: Option<ByteSize>,
+}
+
 /// Loads `file` (when given) over the defaults and applies `overrides`.
 pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Config, ConfigError> {
     let mut config = Config::default();
@@ -178,6 +210,7 @@ pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Config, ConfigE
             message: e.to_string().trim_end().to_owned(),
         })?;
         apply_file(&mut config, parsed);
+        config.file = Some(path.to_owned());
         // Relative paths in the file are relative to the file, not to the working directory.
         if let Some(base) = path.parent() {
             for p in [&mut config.data_dir, &mut config.plugin_dir] {
@@ -250,6 +283,14 @@ fn apply_file(config: &mut Config, file: FileConfig) {
             config.log.cache_bytes = v.0;
         }
     }
+    if let Some(r) = file.runtime {
+        if let Some(v) = r.instances {
+            config.runtime.instances = v;
+        }
+        if let Some(v) = r.instance_memory {
+            config.runtime.instance_memory = v.0;
+        }
+    }
     if let Some(d) = file.dispatch {
         if let Some(v) = d.batch_size {
             config.dispatch.batch_size = v;
@@ -269,6 +310,18 @@ fn validate(config: &Config) -> Result<(), String> {
     }
     if config.api.max_body_bytes < 1024 {
         return Err("api.max-body-bytes must be at least 1 KiB".into());
+    }
+    if config.runtime.instances == 0 {
+        return Err("runtime.instances must be at least 1".into());
+    }
+    let memory = config.runtime.instance_memory;
+    if !(PLUGIN_MEMORY_DEFAULT..=INSTANCE_MEMORY_MAX).contains(&memory) {
+        return Err(format!(
+            "runtime.instance-memory must be between {} (the default plugin memory limit) and {}, got {}",
+            format_byte_size(PLUGIN_MEMORY_DEFAULT),
+            format_byte_size(INSTANCE_MEMORY_MAX),
+            format_byte_size(memory)
+        ));
     }
     if config.api.token.as_deref() == Some("") {
         return Err("api.token must not be empty (leave it out to disable auth)".into());
@@ -341,6 +394,17 @@ pub fn parse_byte_size(s: &str) -> Result<usize, String> {
     n.checked_mul(mult)
         .and_then(|b| usize::try_from(b).ok())
         .ok_or_else(|| format!("invalid size {s:?}: too large"))
+}
+
+/// Writes a size the way it would be configured: `"256 MiB"`, `"1 GiB"`,
+/// `"1500 B"` (the largest binary unit that divides it).
+pub fn format_byte_size(bytes: usize) -> String {
+    for (unit, size) in [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+        if bytes >= size && bytes.is_multiple_of(size) {
+            return format!("{} {unit}", bytes / size);
+        }
+    }
+    format!("{bytes} B")
 }
 
 #[cfg(test)]
@@ -420,5 +484,33 @@ mod tests {
         assert_eq!(parse_byte_size("64 MiB").unwrap(), 64 << 20);
         assert_eq!(parse_byte_size("1KB").unwrap(), 1000);
         assert!(parse_byte_size("MiB").is_err());
+        for s in ["256 MiB", "1 GiB", "96 KiB", "1500 B"] {
+            assert_eq!(format_byte_size(parse_byte_size(s).unwrap()), s);
+        }
+    }
+
+    #[test]
+    fn the_runtime_pool_is_configurable_within_bounds() {
+        let c = load(None, Overrides::default()).unwrap();
+        assert_eq!(c.runtime.instances, 1000);
+        assert!(c.runtime.instance_memory >= PLUGIN_MEMORY_DEFAULT);
+        let c = load_str("[runtime]\ninstances = 50\ninstance-memory = \"1 GiB\"\n").unwrap();
+        assert_eq!(c.runtime.instances, 50);
+        assert_eq!(c.runtime.instance_memory, 1 << 30);
+        assert!(c.file.unwrap().ends_with("evhost.toml"));
+        for bad in [
+            "instances = 0",
+            "instance-memory = \"32 MiB\"",
+            "instance-memory = \"8 GiB\"",
+            "instance-memry = \"1 GiB\"",
+        ] {
+            let err = load_str(&format!("[runtime]\n{bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("instance") && err.contains("evhost.toml"),
+                "{bad}: {err}"
+            );
+        }
     }
 }

@@ -18,9 +18,11 @@ pub mod schemas;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::Path;
 use std::sync::Arc;
 
+use futures_util::StreamExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -32,7 +34,7 @@ use crate::config::Config;
 use crate::dispatch::{DispatchConfig, Dispatcher, EmitCheck};
 use crate::log::{EventLog, LogConfig, LogError, RedbLog};
 use crate::plugins::{self, DirWatcher, Loader, WatchConfig};
-use crate::runtime::{Runtime, RuntimeConfig, RuntimeError};
+use crate::runtime::{PoolConfig, Runtime, RuntimeConfig, RuntimeError};
 
 /// Prints a line for the operator on stdout; a closed stdout is not an error worth
 /// stopping the daemon for (`println!` would panic).
@@ -110,6 +112,17 @@ pub async fn run(
     let runtime = Arc::new(Runtime::new(RuntimeConfig {
         cache_dir: Some(data.join("cache")),
         max_event_bytes: config.log.max_event_bytes,
+        pool: PoolConfig {
+            instances: config.runtime.instances,
+            instance_memory: config.runtime.instance_memory,
+            source: match &config.file {
+                Some(file) => format!("in {}", file.display()),
+                None => {
+                    "(the default; set it under [runtime] in a config file given with --config)"
+                        .into()
+                }
+            },
+        },
         ..RuntimeConfig::default()
     })?);
     let schemas = Arc::new(SchemaRegistry::open(&data.join("schemas"))?);
@@ -242,6 +255,15 @@ fn watch_plugin_dir(dir: &Path) -> Option<DirWatcher> {
 }
 
 /// Loads every `*.wasm` of the plugin directory; failures are reported, not fatal.
+///
+/// Files are compiled concurrently, as many at a time as there are cores
+/// (wasmtime spreads one compile's functions over the cores too, but not its
+/// serial parts: parsing, validation, translation, `describe()`, the cache
+/// write), and deployed one after the other in file order as their compiles
+/// finish: the printed lines and load numbers do not depend on which compile
+/// finishes first. Each file is compiled once and deployed once, and the
+/// watcher starts only afterwards, so there is still at most one operation per
+/// plugin file in flight.
 async fn load_plugin_dir(loader: &Loader, dir: &Path) {
     let files = match plugins::scan(dir) {
         Ok(files) => files,
@@ -253,8 +275,17 @@ async fn load_plugin_dir(loader: &Loader, dir: &Path) {
     if files.is_empty() {
         say!("no plugins in {}", dir.display());
     }
-    for file in files {
-        match loader.deploy_file(&file).await {
+    let parallel = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
+    // `buffered` runs up to `parallel` compiles at once and yields them in
+    // file order.
+    let mut compiled = futures_util::stream::iter(
+        files
+            .iter()
+            .map(|file| async move { (file, loader.compile(file).await) }),
+    )
+    .buffered(parallel);
+    while let Some((file, result)) = compiled.next().await {
+        match loader.deploy_compiled(file, result).await {
             Ok(d) => {
                 let info = &d.plugin.info;
                 let subs: Vec<String> = d

@@ -22,8 +22,9 @@ use serde::Serialize;
 use self::numbers::LoadNumbers;
 pub use self::sidecar::Sidecar;
 pub use self::watcher::{DirWatcher, WatchConfig, WatchError};
+use crate::config::format_byte_size;
 use crate::dispatch::{Deployment, Dispatcher};
-use crate::runtime::{GrantSource, LoadError, Runtime};
+use crate::runtime::{GrantSource, Limits, LoadError, Runtime};
 
 /// Why a plugin file was not deployed. The message names the file.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +38,19 @@ pub enum PluginError {
         path: String,
         name: String,
         other: String,
+    },
+    #[error(
+        "{memory} in {sidecar} exceeds [runtime] instance-memory = \"{slot}\"{set_in}: \
+         lower the plugin's memory or raise instance-memory"
+    )]
+    MemoryOverPool {
+        /// The plugin's memory setting as the operator would write it, e.g.
+        /// `memory = "512 MiB"`.
+        memory: String,
+        sidecar: String,
+        slot: String,
+        /// Where instance-memory is set (" in FILE").
+        set_in: String,
     },
     #[error("loading {path} did not finish: {message}")]
     Aborted { path: String, message: String },
@@ -63,6 +77,7 @@ pub fn load(runtime: &Runtime, wasm: &Path, load_number: u64) -> Result<Deployme
     } else {
         Sidecar::default()
     };
+    check_memory(runtime, &sidecar, &sidecar_file)?;
     let plugin = runtime.load_file(wasm)?;
     let mut settings = sidecar
         .settings(plugin.info.retry.as_ref())
@@ -86,6 +101,30 @@ pub fn load(runtime: &Runtime, wasm: &Path, load_number: u64) -> Result<Deployme
         plugin,
         settings,
         load_number,
+    })
+}
+
+/// A plugin's memory limit must fit the pool's slots: refused before the
+/// compile, naming both settings and where each is written.
+fn check_memory(runtime: &Runtime, sidecar: &Sidecar, file: &Path) -> Result<(), PluginError> {
+    let pool = &runtime.config().pool;
+    let (memory, written) = match sidecar.memory() {
+        Some(m) => (m, true),
+        None => (Limits::default().memory, false),
+    };
+    if memory <= pool.instance_memory {
+        return Ok(());
+    }
+    let shown = format_byte_size(memory);
+    Err(PluginError::MemoryOverPool {
+        memory: if written {
+            format!("memory = \"{shown}\"")
+        } else {
+            format!("the default memory limit of {shown} (no `memory` set)")
+        },
+        sidecar: file.display().to_string(),
+        slot: format_byte_size(pool.instance_memory),
+        set_in: pool.source_suffix(),
     })
 }
 
@@ -181,8 +220,24 @@ impl Loader {
     /// same plugin. A failure is logged, recorded for `GET /v1/plugins` and returned; a
     /// running version, if any, keeps running.
     pub async fn deploy_file(&self, wasm: &Path) -> Result<Deployment, PluginError> {
-        let result = match self.load(wasm).await {
-            Ok(deployment) => self.deploy(wasm, deployment).await,
+        let compiled = self.compile(wasm).await;
+        self.deploy_compiled(wasm, compiled).await
+    }
+
+    /// What [`Loader::deploy_file`] does after the compile: numbers and
+    /// deploys the outcome of [`Loader::compile`], or records its failure.
+    /// Startup compiles files concurrently and deploys them through this, one
+    /// after the other in file order, so load numbers follow the file names.
+    pub async fn deploy_compiled(
+        &self,
+        wasm: &Path,
+        compiled: Result<Deployment, PluginError>,
+    ) -> Result<Deployment, PluginError> {
+        let result = match compiled {
+            Ok(deployment) => match self.number(wasm, deployment).await {
+                Ok(deployment) => self.deploy(wasm, deployment).await,
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         if let Err(e) = &result {
@@ -194,22 +249,44 @@ impl Loader {
     /// Loads and checks `wasm` and its sidecar, and gives the result a load
     /// number; deploys nothing and records nothing. Compiles on a blocking thread.
     pub async fn load(&self, wasm: &Path) -> Result<Deployment, PluginError> {
+        let deployment = self.compile(wasm).await?;
+        self.number(wasm, deployment).await
+    }
+
+    /// Loads and checks `wasm` and its sidecar on a blocking thread, without
+    /// a load number (0) yet; deploys nothing and records nothing.
+    pub async fn compile(&self, wasm: &Path) -> Result<Deployment, PluginError> {
         let runtime = self.runtime.clone();
-        let numbers = self.numbers.clone();
         let path = wasm.to_owned();
-        tokio::task::spawn_blocking(move || {
-            let mut deployment = load(&runtime, &path, 0)?;
-            deployment.load_number = numbers.next().map_err(|e| PluginError::LoadNumber {
+        tokio::task::spawn_blocking(move || load(&runtime, &path, 0))
+            .await
+            .map_err(|e| PluginError::Aborted {
+                path: wasm.display().to_string(),
+                message: e.to_string(),
+            })?
+    }
+
+    /// Gives a loaded version of `wasm` the next load number (durable before
+    /// it is handed out: a blocking write).
+    async fn number(
+        &self,
+        wasm: &Path,
+        mut deployment: Deployment,
+    ) -> Result<Deployment, PluginError> {
+        let numbers = self.numbers.clone();
+        let number = tokio::task::spawn_blocking(move || {
+            numbers.next().map_err(|e| PluginError::LoadNumber {
                 path: numbers.describe(),
                 message: e.to_string(),
-            })?;
-            Ok(deployment)
+            })
         })
         .await
         .map_err(|e| PluginError::Aborted {
             path: wasm.display().to_string(),
             message: e.to_string(),
-        })?
+        })??;
+        deployment.load_number = number;
+        Ok(deployment)
     }
 
     /// Deploys a loaded version of `wasm`: a plugin of that name is started or

@@ -74,6 +74,11 @@ impl Sidecar {
         Ok(sidecar)
     }
 
+    /// The memory limit the sidecar sets, in bytes, if any.
+    pub fn memory(&self) -> Option<usize> {
+        self.memory.map(|m| m.0)
+    }
+
     /// Checks what can be checked without the plugin.
     fn check(&self) -> Result<(), String> {
         for s in self.subscriptions.iter().flatten() {

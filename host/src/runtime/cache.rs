@@ -5,6 +5,7 @@
 use std::hash::{Hash, Hasher};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
@@ -71,7 +72,11 @@ impl Cache {
             .map_err(|e| io::Error::other(e.to_string()))
             .and_then(|bytes| {
                 // Write-then-rename: a crash never leaves a half-written entry under the final name.
-                let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+                // Unique per write: two files with the same bytes may be loaded
+                // concurrently (startup compiles in parallel).
+                static WRITES: AtomicU64 = AtomicU64::new(0);
+                let n = WRITES.fetch_add(1, Ordering::Relaxed);
+                let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
                 std::fs::write(&tmp, bytes)?;
                 std::fs::rename(&tmp, &path)
             });

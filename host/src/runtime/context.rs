@@ -27,6 +27,9 @@ pub struct PluginScope {
     pub max_emits_per_call: usize,
     /// The runtime's interrupt switch (see `Runtime::interrupt_all`).
     pub interrupt: Arc<AtomicBool>,
+    /// The operator's pool setting as written, e.g. "`[runtime] instances = 1000`
+    /// in /etc/evhost.toml": what a pool-exhaustion error tells to raise.
+    pub pool: Arc<str>,
 }
 
 pub struct CallState {

@@ -182,6 +182,7 @@ impl Instance {
             max_event_bytes: runtime.config.max_event_bytes,
             max_emits_per_call: runtime.config.max_emits_per_call,
             interrupt: runtime.interrupt.clone(),
+            pool: runtime.pool_setting.clone(),
         });
         Instance {
             engine: runtime.engine.clone(),
@@ -312,6 +313,12 @@ pub(super) fn classify(error: wasmtime::Error, state: &CallState, limits: &Limit
         return Failure::OutOfMemory(format!(
             "the memory limit of {} bytes was reached",
             limits.memory
+        ));
+    }
+    if let Some(full) = error.downcast_ref::<wasmtime::PoolConcurrencyLimitError>() {
+        return Failure::Host(format!(
+            "no free instance slot ({full}): the pool holds {}; raise it, or run fewer consumers",
+            state.scope.pool
         ));
     }
     match error.downcast_ref::<Trap>() {

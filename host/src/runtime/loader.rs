@@ -335,6 +335,7 @@ impl Runtime {
             max_event_bytes: self.config.max_event_bytes,
             max_emits_per_call: 0,
             interrupt: self.interrupt.clone(),
+            pool: self.pool_setting.clone(),
         });
         let mut store = new_store(&self.engine, scope, limits.memory);
         // As for calls: a Rust guest's panic message arrives on stderr, and the
