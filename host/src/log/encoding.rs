@@ -177,12 +177,22 @@ impl<'a> Dec<'a> {
         Ok(b)
     }
 
+    /// A LEB128 varint in its shortest form, the only one `Enc::uint` writes: a value has
+    /// one encoding, so a record decodes and re-encodes to the same bytes.
     pub(crate) fn uint(&mut self) -> Result<u64, LogError> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
             let b = self.u8()?;
-            v |= u64::from(b & 0x7f) << shift;
+            let bits = u64::from(b & 0x7f);
+            // The tenth byte holds bit 63 only; more would be silently shifted out.
+            if shift == 63 && bits > 1 {
+                return Err(self.corrupt("varint overflows u64"));
+            }
+            v |= bits << shift;
             if b & 0x80 == 0 {
+                if b == 0 && shift > 0 {
+                    return Err(self.corrupt("varint not in its shortest form"));
+                }
                 return Ok(v);
             }
         }
@@ -271,6 +281,14 @@ impl<'a> Dec<'a> {
         for _ in 0..count {
             let k = self.string()?;
             let v = self.string()?;
+            // Written in map order: a repeated key would silently drop a value, a key out of
+            // order is a second encoding of the same event.
+            if extensions
+                .last_key_value()
+                .is_some_and(|(last, _)| *last >= k)
+            {
+                return Err(self.corrupt("extension keys not in increasing order"));
+            }
             extensions.insert(k, v);
         }
         let stream = self.opt_string()?;
@@ -844,6 +862,97 @@ pub(crate) mod tests {
             },
         );
         golden("topic config", enc.finish(), "01040180dddb010180804001");
+    }
+
+    fn varint(bytes: &[u8]) -> Result<u64, LogError> {
+        let mut dec = Dec {
+            buf: bytes,
+            pos: 0,
+            what: "test",
+        };
+        let v = dec.uint()?;
+        dec.end()?;
+        Ok(v)
+    }
+
+    /// A value has one encoding: overlong forms (which the fuzz round trip would flag) and a
+    /// tenth byte whose bits would be shifted out are refused, so a decoded record re-encodes
+    /// to its bytes.
+    #[test]
+    fn varints_are_read_only_in_their_shortest_form() {
+        for v in [
+            0,
+            1,
+            127,
+            128,
+            300,
+            u64::from(u32::MAX),
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
+            let mut enc = Enc::default();
+            enc.uint(v);
+            assert_eq!(varint(&enc.finish()).unwrap(), v);
+        }
+        for bytes in [
+            &[0x80, 0x00][..],
+            &[0xff, 0x00],
+            &[0x81, 0x80, 0x00],
+            &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00],
+            // u64::MAX with a bit 64 too many.
+            &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x03],
+            &[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x02],
+            &[
+                0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x81, 0x00,
+            ],
+        ] {
+            assert!(
+                matches!(varint(bytes), Err(LogError::Corrupt(_))),
+                "{bytes:02x?}"
+            );
+        }
+        // An overlong length inside a real record.
+        let buf = encode_event_record(5, &sample_event());
+        let mut overlong = vec![buf[0], 0x85, 0x00];
+        overlong.extend_from_slice(&buf[2..]);
+        assert!(matches!(
+            decode_event_record(&overlong),
+            Err(LogError::Corrupt(_))
+        ));
+    }
+
+    /// Extensions are written in key order; a repeated key (which would drop a value) or keys
+    /// out of order (a second encoding of the same event) are damage.
+    #[test]
+    fn extension_keys_must_be_increasing() {
+        let bare = Event {
+            extensions: BTreeMap::new(),
+            stream: None,
+            streamversion: None,
+            ..sample_event()
+        };
+        let with = |pairs: &[(&str, &str)]| {
+            let mut body = encode_event_body(&bare);
+            assert!(body.ends_with(&[0, 0, 0]));
+            body.truncate(body.len() - 3);
+            let mut enc = Enc { buf: body };
+            enc.uint(pairs.len() as u64);
+            for (k, v) in pairs {
+                enc.str(k);
+                enc.str(v);
+            }
+            enc.u8(0);
+            enc.u8(0);
+            enc.finish()
+        };
+        let ok = decode_event_body(&with(&[("a", "1"), ("b", "2")])).unwrap();
+        assert_eq!(ok.extensions.len(), 2);
+        for pairs in [&[("b", "2"), ("a", "1")][..], &[("a", "1"), ("a", "2")]] {
+            assert!(
+                matches!(decode_event_body(&with(pairs)), Err(LogError::Corrupt(_))),
+                "{pairs:?}"
+            );
+        }
     }
 
     #[test]
