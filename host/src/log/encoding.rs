@@ -341,9 +341,8 @@ pub(crate) fn millis_since_epoch(t: SystemTime) -> u64 {
 }
 
 /// A partition entry of format 1: `[format][append time, ms][event]`. Written only by
-/// format-1 files (and tests that make one); its length is what size limits count
-/// (`event_record_len`).
-#[cfg(test)]
+/// format-1 files (now by tests that make one, and the fuzz round trip); its length is what
+/// size limits count (`event_record_len`).
 pub(crate) fn encode_event_record(append_ms: u64, event: &Event) -> Vec<u8> {
     let mut enc = Enc::record();
     enc.uint(append_ms);
@@ -624,6 +623,69 @@ pub(crate) fn decode_dead_letter(buf: &[u8]) -> Result<(String, DeadLetterRecord
     };
     dec.end()?;
     Ok((group, record))
+}
+
+/// For the fuzz targets in `fuzz/` only (re-exported as `log::fuzzing`, not an API): runs
+/// every decoder of this file on `bytes` and discards what they decode. The format is
+/// canonical — one value, one encoding — so whatever decodes must re-encode to `bytes`;
+/// `Err` names the record whose re-encoding differs. Never panics.
+pub fn decode_all(bytes: &[u8]) -> Result<(), &'static str> {
+    let same = |what: &'static str, encoded: Vec<u8>| {
+        if encoded == bytes { Ok(()) } else { Err(what) }
+    };
+    if let Ok((append_ms, event)) = decode_event_record(bytes) {
+        same("event record", encode_event_record(append_ms, &event))?;
+    }
+    let body = decode_event_body(bytes);
+    if let Ok(event) = &body {
+        same("event body", encode_event_body(event))?;
+    }
+    if let (Ok(id), Ok(event)) = (event_body_id(bytes), &body)
+        && id != event.id
+    {
+        return Err("event body id");
+    }
+    if let Ok(mut chunk) = Chunk::open(bytes) {
+        let append_ms = chunk.append_ms;
+        let mut rebuilt = ChunkBuilder::default();
+        let complete = loop {
+            match chunk.next_body() {
+                Ok(Some(body)) => {
+                    let _ = decode_event_body(body);
+                    let _ = event_body_id(body);
+                    rebuilt.push(body);
+                }
+                Ok(None) => break true,
+                Err(_) => break false,
+            }
+        };
+        if complete {
+            same("chunk", rebuilt.finish(append_ms))?;
+        }
+    }
+    if let Ok(record) = decode_attempts(bytes) {
+        same("attempt record", encode_attempts(&record))?;
+    }
+    if let Ok((group, record)) = decode_dead_letter(bytes) {
+        same("dead letter", encode_dead_letter(&group, &record))?;
+    }
+    if let Ok(stored) = decode_stored(bytes) {
+        same("stream entry", encode_stored(&stored))?;
+    }
+    // The topic record as `log/redb/tables.rs` (`TopicMeta`) reads it: `[format][id][config]`.
+    let topic = Dec::record(bytes, "topic").and_then(|mut dec| {
+        let id = dec.u32()?;
+        let config = decode_topic_config(&mut dec)?;
+        dec.end()?;
+        Ok((id, config))
+    });
+    if let Ok((id, config)) = topic {
+        let mut enc = Enc::record();
+        enc.uint(u64::from(id));
+        encode_topic_config(&mut enc, &config);
+        same("topic", enc.finish())?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -952,6 +1014,87 @@ pub(crate) mod tests {
                 matches!(decode_event_body(&with(pairs)), Err(LogError::Corrupt(_))),
                 "{pairs:?}"
             );
+        }
+    }
+
+    /// The golden records decode and re-encode to themselves through the fuzz hook.
+    #[test]
+    fn every_seed_record_passes_the_fuzz_round_trip() {
+        for (name, bytes) in seed_records() {
+            assert_eq!(decode_all(&bytes), Ok(()), "{name}");
+        }
+        assert_eq!(decode_all(&[]), Ok(()));
+    }
+
+    /// Valid records of every kind, the starting corpus of the `log_records` fuzz target.
+    fn seed_records() -> Vec<(&'static str, Vec<u8>)> {
+        let t1 = UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789);
+        let stored = StoredEvent {
+            position: Position {
+                topic: "order-events".into(),
+                partition: 3,
+                offset: 99,
+            },
+            event: sample_event(),
+        };
+        let letter = DeadLetterRecord {
+            event: stored.clone(),
+            plugin: "billing".into(),
+            plugin_version: "1.2.0".into(),
+            plugin_digest: "sha256:abc".into(),
+            kind: FailureKind::Trap,
+            message: "boom".into(),
+            attempts: 5,
+            first_failure: t1,
+            last_failure: t1 + Duration::from_millis(1500),
+        };
+        let attempts = AttemptRecord {
+            attempts: 2,
+            first_failure: Some(t1),
+            last_failure: None,
+            last_error: Some(Failure {
+                kind: FailureKind::Timeout,
+                message: "nope".into(),
+            }),
+        };
+        let mut topic = Enc::record();
+        topic.uint(7);
+        encode_topic_config(
+            &mut topic,
+            &TopicConfig {
+                partitions: 4,
+                retention: RetentionPolicy {
+                    max_age: Some(Duration::from_secs(3600)),
+                    max_partition_bytes: Some(1 << 20),
+                    delete_unconsumed: true,
+                },
+            },
+        );
+        vec![
+            (
+                "event-record",
+                encode_event_record(1_700_000_000_123, &sample_event()),
+            ),
+            ("event-body", encode_event_body(&sample_event())),
+            ("chunk", golden_chunk()),
+            ("empty-chunk", ChunkBuilder::default().finish(0)),
+            ("attempts", encode_attempts(&attempts)),
+            ("dead-letter", encode_dead_letter("billing", &letter)),
+            ("stream-entry", encode_stored(&stored)),
+            ("topic", topic.finish()),
+        ]
+    }
+
+    /// Writes the seed corpus of the `log_records` fuzz target:
+    /// `cargo test -p evhost --lib write_fuzz_seeds -- --ignored`.
+    #[test]
+    #[ignore = "writes fuzz/corpus/log_records; run when the format changes"]
+    fn write_fuzz_seeds() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/log_records");
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, bytes) in seed_records() {
+            std::fs::write(dir.join(format!("seed-{name}")), bytes).unwrap();
         }
     }
 
