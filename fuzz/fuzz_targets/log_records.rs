@@ -6,6 +6,6 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Err(record) = evhost::log::fuzzing::decode_all(data) {
-        panic!("a {record} decoded but re-encodes to other bytes");
+        panic!("{record}: decoded, but re-encodes to other bytes");
     }
 });

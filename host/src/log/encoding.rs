@@ -973,6 +973,14 @@ pub(crate) mod tests {
                 "{bytes:02x?}"
             );
         }
+        // What `log_records` found within seconds with the shortest-form check taken out: an
+        // attempt record whose count 120 is written 0xf8 0x00 (0x78 is its shortest form).
+        let overlong = [0x01, 0xf8, 0x00, 0x01, 0x00, 0x01, 0xf8, 0x00, 0x01, 0x00];
+        assert!(matches!(
+            decode_attempts(&overlong),
+            Err(LogError::Corrupt(_))
+        ));
+        assert_eq!(decode_all(&overlong), Ok(()));
         // An overlong length inside a real record.
         let buf = encode_event_record(5, &sample_event());
         let mut overlong = vec![buf[0], 0x85, 0x00];
