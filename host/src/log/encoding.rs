@@ -177,12 +177,22 @@ impl<'a> Dec<'a> {
         Ok(b)
     }
 
+    /// A LEB128 varint in its shortest form, the only one `Enc::uint` writes: a value has
+    /// one encoding, so a record decodes and re-encodes to the same bytes.
     pub(crate) fn uint(&mut self) -> Result<u64, LogError> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
             let b = self.u8()?;
-            v |= u64::from(b & 0x7f) << shift;
+            let bits = u64::from(b & 0x7f);
+            // The tenth byte holds bit 63 only; more would be silently shifted out.
+            if shift == 63 && bits > 1 {
+                return Err(self.corrupt("varint overflows u64"));
+            }
+            v |= bits << shift;
             if b & 0x80 == 0 {
+                if b == 0 && shift > 0 {
+                    return Err(self.corrupt("varint not in its shortest form"));
+                }
                 return Ok(v);
             }
         }
@@ -271,6 +281,14 @@ impl<'a> Dec<'a> {
         for _ in 0..count {
             let k = self.string()?;
             let v = self.string()?;
+            // Written in map order: a repeated key would silently drop a value, a key out of
+            // order is a second encoding of the same event.
+            if extensions
+                .last_key_value()
+                .is_some_and(|(last, _)| *last >= k)
+            {
+                return Err(self.corrupt("extension keys not in increasing order"));
+            }
             extensions.insert(k, v);
         }
         let stream = self.opt_string()?;
@@ -323,9 +341,8 @@ pub(crate) fn millis_since_epoch(t: SystemTime) -> u64 {
 }
 
 /// A partition entry of format 1: `[format][append time, ms][event]`. Written only by
-/// format-1 files (and tests that make one); its length is what size limits count
-/// (`event_record_len`).
-#[cfg(test)]
+/// format-1 files (now by tests that make one, and the fuzz round trip); its length is what
+/// size limits count (`event_record_len`).
 pub(crate) fn encode_event_record(append_ms: u64, event: &Event) -> Vec<u8> {
     let mut enc = Enc::record();
     enc.uint(append_ms);
@@ -613,6 +630,69 @@ pub(crate) fn decode_dead_letter(buf: &[u8]) -> Result<(String, DeadLetterRecord
     Ok((group, record))
 }
 
+/// For the fuzz targets in `fuzz/` only (re-exported as `log::fuzzing`, not an API): runs
+/// every decoder of this file on `bytes` and discards what they decode. The format is
+/// canonical — one value, one encoding — so whatever decodes must re-encode to `bytes`;
+/// `Err` names the record whose re-encoding differs. Never panics.
+pub fn decode_all(bytes: &[u8]) -> Result<(), &'static str> {
+    let same = |what: &'static str, encoded: Vec<u8>| {
+        if encoded == bytes { Ok(()) } else { Err(what) }
+    };
+    if let Ok((append_ms, event)) = decode_event_record(bytes) {
+        same("event record", encode_event_record(append_ms, &event))?;
+    }
+    let body = decode_event_body(bytes);
+    if let Ok(event) = &body {
+        same("event body", encode_event_body(event))?;
+    }
+    if let (Ok(id), Ok(event)) = (event_body_id(bytes), &body)
+        && id != event.id
+    {
+        return Err("event body id");
+    }
+    if let Ok(mut chunk) = Chunk::open(bytes) {
+        let append_ms = chunk.append_ms;
+        let mut rebuilt = ChunkBuilder::default();
+        let complete = loop {
+            match chunk.next_body() {
+                Ok(Some(body)) => {
+                    let _ = decode_event_body(body);
+                    let _ = event_body_id(body);
+                    rebuilt.push(body);
+                }
+                Ok(None) => break true,
+                Err(_) => break false,
+            }
+        };
+        if complete {
+            same("chunk", rebuilt.finish(append_ms))?;
+        }
+    }
+    if let Ok(record) = decode_attempts(bytes) {
+        same("attempt record", encode_attempts(&record))?;
+    }
+    if let Ok((group, record)) = decode_dead_letter(bytes) {
+        same("dead letter", encode_dead_letter(&group, &record))?;
+    }
+    if let Ok(stored) = decode_stored(bytes) {
+        same("stream entry", encode_stored(&stored))?;
+    }
+    // The topic record as `log/redb/tables.rs` (`TopicMeta`) reads it: `[format][id][config]`.
+    let topic = Dec::record(bytes, "topic").and_then(|mut dec| {
+        let id = dec.u32()?;
+        let config = decode_topic_config(&mut dec)?;
+        dec.end()?;
+        Ok((id, config))
+    });
+    if let Ok((id, config)) = topic {
+        let mut enc = Enc::record();
+        enc.uint(u64::from(id));
+        encode_topic_config(&mut enc, &config);
+        same("topic", enc.finish())?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -849,6 +929,186 @@ pub(crate) mod tests {
             },
         );
         golden("topic config", enc.finish(), "01040180dddb010180804001");
+    }
+
+    fn varint(bytes: &[u8]) -> Result<u64, LogError> {
+        let mut dec = Dec {
+            buf: bytes,
+            pos: 0,
+            what: "test",
+        };
+        let v = dec.uint()?;
+        dec.end()?;
+        Ok(v)
+    }
+
+    /// A value has one encoding: overlong forms (which the fuzz round trip would flag) and a
+    /// tenth byte whose bits would be shifted out are refused, so a decoded record re-encodes
+    /// to its bytes.
+    #[test]
+    fn varints_are_read_only_in_their_shortest_form() {
+        for v in [
+            0,
+            1,
+            127,
+            128,
+            300,
+            u64::from(u32::MAX),
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
+            let mut enc = Enc::default();
+            enc.uint(v);
+            assert_eq!(varint(&enc.finish()).unwrap(), v);
+        }
+        for bytes in [
+            &[0x80, 0x00][..],
+            &[0xff, 0x00],
+            &[0x81, 0x80, 0x00],
+            &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00],
+            // u64::MAX with a bit 64 too many.
+            &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x03],
+            &[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x02],
+            &[
+                0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x81, 0x00,
+            ],
+        ] {
+            assert!(
+                matches!(varint(bytes), Err(LogError::Corrupt(_))),
+                "{bytes:02x?}"
+            );
+        }
+        // What `log_records` found within seconds with the shortest-form check taken out: an
+        // attempt record whose count 120 is written 0xf8 0x00 (0x78 is its shortest form).
+        let overlong = [0x01, 0xf8, 0x00, 0x01, 0x00, 0x01, 0xf8, 0x00, 0x01, 0x00];
+        assert!(matches!(
+            decode_attempts(&overlong),
+            Err(LogError::Corrupt(_))
+        ));
+        assert_eq!(decode_all(&overlong), Ok(()));
+        // An overlong length inside a real record.
+        let buf = encode_event_record(5, &sample_event());
+        let mut overlong = vec![buf[0], 0x85, 0x00];
+        overlong.extend_from_slice(&buf[2..]);
+        assert!(matches!(
+            decode_event_record(&overlong),
+            Err(LogError::Corrupt(_))
+        ));
+    }
+
+    /// Extensions are written in key order; a repeated key (which would drop a value) or keys
+    /// out of order (a second encoding of the same event) are damage.
+    #[test]
+    fn extension_keys_must_be_increasing() {
+        let bare = Event {
+            extensions: BTreeMap::new(),
+            stream: None,
+            streamversion: None,
+            ..sample_event()
+        };
+        let with = |pairs: &[(&str, &str)]| {
+            let mut body = encode_event_body(&bare);
+            assert!(body.ends_with(&[0, 0, 0]));
+            body.truncate(body.len() - 3);
+            let mut enc = Enc { buf: body };
+            enc.uint(pairs.len() as u64);
+            for (k, v) in pairs {
+                enc.str(k);
+                enc.str(v);
+            }
+            enc.u8(0);
+            enc.u8(0);
+            enc.finish()
+        };
+        let ok = decode_event_body(&with(&[("a", "1"), ("b", "2")])).unwrap();
+        assert_eq!(ok.extensions.len(), 2);
+        for pairs in [&[("b", "2"), ("a", "1")][..], &[("a", "1"), ("a", "2")]] {
+            assert!(
+                matches!(decode_event_body(&with(pairs)), Err(LogError::Corrupt(_))),
+                "{pairs:?}"
+            );
+        }
+    }
+
+    /// The golden records decode and re-encode to themselves through the fuzz hook.
+    #[test]
+    fn every_seed_record_passes_the_fuzz_round_trip() {
+        for (name, bytes) in seed_records() {
+            assert_eq!(decode_all(&bytes), Ok(()), "{name}");
+        }
+        assert_eq!(decode_all(&[]), Ok(()));
+    }
+
+    /// Valid records of every kind, the starting corpus of the `log_records` fuzz target.
+    fn seed_records() -> Vec<(&'static str, Vec<u8>)> {
+        let t1 = UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789);
+        let stored = StoredEvent {
+            position: Position {
+                topic: "order-events".into(),
+                partition: 3,
+                offset: 99,
+            },
+            event: sample_event(),
+        };
+        let letter = DeadLetterRecord {
+            event: stored.clone(),
+            plugin: "billing".into(),
+            plugin_version: "1.2.0".into(),
+            plugin_digest: "sha256:abc".into(),
+            kind: FailureKind::Trap,
+            message: "boom".into(),
+            attempts: 5,
+            first_failure: t1,
+            last_failure: t1 + Duration::from_millis(1500),
+        };
+        let attempts = AttemptRecord {
+            attempts: 2,
+            first_failure: Some(t1),
+            last_failure: None,
+            last_error: Some(Failure {
+                kind: FailureKind::Timeout,
+                message: "nope".into(),
+            }),
+        };
+        let mut topic = Enc::record();
+        topic.uint(7);
+        encode_topic_config(
+            &mut topic,
+            &TopicConfig {
+                partitions: 4,
+                retention: RetentionPolicy {
+                    max_age: Some(Duration::from_secs(3600)),
+                    max_partition_bytes: Some(1 << 20),
+                    delete_unconsumed: true,
+                },
+            },
+        );
+        vec![
+            (
+                "event-record",
+                encode_event_record(1_700_000_000_123, &sample_event()),
+            ),
+            ("event-body", encode_event_body(&sample_event())),
+            ("chunk", golden_chunk()),
+            ("empty-chunk", ChunkBuilder::default().finish(0)),
+            ("attempts", encode_attempts(&attempts)),
+            ("dead-letter", encode_dead_letter("billing", &letter)),
+            ("stream-entry", encode_stored(&stored)),
+            ("topic", topic.finish()),
+        ]
+    }
+
+    /// Writes the seed corpus of the `log_records` fuzz target:
+    /// `cargo test -p evhost --lib write_fuzz_seeds -- --ignored`.
+    #[test]
+    #[ignore = "writes fuzz/corpus/log_records; run when the format changes"]
+    fn write_fuzz_seeds() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/log_records");
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, bytes) in seed_records() {
+            std::fs::write(dir.join(format!("seed-{name}")), bytes).unwrap();
+        }
     }
 
     #[test]

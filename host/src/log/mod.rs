@@ -50,6 +50,12 @@ pub use self::topic::{
 };
 pub use self::watch::EndWatch;
 
+/// For the fuzz targets in `fuzz/` only, not an API: the record decoders are crate-private.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use super::encoding::decode_all;
+}
+
 use crate::event::{Position, StoredEvent};
 
 /// The log as the rest of the host sees it.
