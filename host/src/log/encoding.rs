@@ -1098,16 +1098,23 @@ pub(crate) mod tests {
         ]
     }
 
-    /// Writes the seed corpus of the `log_records` fuzz target:
-    /// `cargo test -p evhost --lib write_fuzz_seeds -- --ignored`.
+    /// The seed corpus of the `log_records` fuzz target is what the encoders write now: a
+    /// format change that forgets the seeds fails here. `EVHOST_WRITE_FUZZ_SEEDS=1` rewrites
+    /// them (then this test checks the files it just wrote).
     #[test]
-    #[ignore = "writes fuzz/corpus/log_records; run when the format changes"]
-    fn write_fuzz_seeds() {
+    fn the_fuzz_seed_corpus_is_what_the_encoders_write() {
         let dir =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/log_records");
-        std::fs::create_dir_all(&dir).unwrap();
+        let rewrite = std::env::var_os("EVHOST_WRITE_FUZZ_SEEDS").is_some();
         for (name, bytes) in seed_records() {
-            std::fs::write(dir.join(format!("seed-{name}")), bytes).unwrap();
+            let path = dir.join(format!("seed-{name}"));
+            if rewrite {
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(&path, &bytes).unwrap();
+            }
+            let stored =
+                std::fs::read(&path).unwrap_or_else(|e| panic!("seed {}: {e}", path.display()));
+            assert_eq!(stored, bytes, "seed {name} is stale");
         }
     }
 
