@@ -677,14 +677,26 @@ impl<'t, 'c> Batch<'t, 'c> {
             };
             let tid = meta.id;
             let partition = partition_for(partition_key(&event), meta.config.partitions);
-            if let Some((partition, offset)) = self.duplicate_of(tid, &event.id)? {
+            let offset = self.part(tid, partition).end;
+            let now_ms = self.now_ms;
+            // One B-tree descent for the common case: claim the id, and only if it was
+            // already taken within the window put the original back and answer it.
+            let previous = self
+                .t
+                .dedupe
+                .insert((tid, event.id.as_str()), (partition, offset, now_ms))?
+                .map(|g| g.value());
+            if let Some(original @ (p, o, at_ms)) = previous
+                && rules::within_dedupe_window(now_ms, at_ms, &self.shared.config)
+            {
+                self.t.dedupe.insert((tid, event.id.as_str()), original)?;
                 self.duplicates += 1;
                 out.push(Appended {
                     id: event.id,
                     position: Position {
                         topic,
-                        partition,
-                        offset,
+                        partition: p,
+                        offset: o,
                     },
                     stream_version: None,
                     duplicate: true,
@@ -692,14 +704,9 @@ impl<'t, 'c> Batch<'t, 'c> {
                 continue;
             }
             let part = self.part_mut(tid, partition);
-            let offset = part.end;
             part.end += 1;
             part.bytes += size as u64;
             self.push_to_chunk(tid, partition, offset, &body)?;
-            let now_ms = self.now_ms;
-            self.t
-                .dedupe
-                .insert((tid, event.id.as_str()), (partition, offset, now_ms))?;
             self.events += 1;
             let position = Position {
                 topic,
