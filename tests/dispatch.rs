@@ -1,7 +1,11 @@
-//! Dispatch end to end: real plugins built from `plugins/`, the real redb log,
-//! the real dispatcher; crash tests kill a real child process with SIGKILL.
+//! Dispatch end to end: real plugins built from `plugins/`, the real
+//! dispatcher, on each durable log backend — redb in a temp dir, and NATS
+//! JetStream on a `nats-server` of the test's own — with the same assertions.
 
 mod support;
+
+#[path = "support/nats_server.rs"]
+mod nats_server;
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -13,7 +17,10 @@ use evhost::dispatch::{
     OrderingMode, PluginSettings, RunState,
 };
 use evhost::event::{self, Event, StoredEvent};
-use evhost::log::{DeadLetter, EventLog, FailureKind, LogConfig, NewEvent, RedbLog, TopicConfig};
+use evhost::log::{
+    DeadLetter, EventLog, FailureKind, LogConfig, NatsConfig, NatsLog, NewEvent, RedbLog,
+    TopicConfig,
+};
 use evhost::runtime::{
     Grants, Limits, LoadedPlugin, RetryPolicy, Runtime, RuntimeConfig, Subscription,
 };
@@ -21,7 +28,65 @@ use tokio::sync::broadcast;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
-/// One test's world: the real redb log in a temp dir, a runtime, and a
+/// The log a test runs on.
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    Redb,
+    Nats,
+}
+
+/// What keeps a test's log alive: its directory, and for NATS its server.
+struct Store {
+    _dir: tempfile::TempDir,
+    _server: Option<nats_server::NatsServer>,
+}
+
+fn open_log(backend: Backend) -> (Arc<dyn EventLog>, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    match backend {
+        Backend::Redb => {
+            let log = RedbLog::open(dir.path().join("log.redb"), LogConfig::default())
+                .expect("log opens");
+            (
+                Arc::new(log),
+                Store {
+                    _dir: dir,
+                    _server: None,
+                },
+            )
+        }
+        Backend::Nats => {
+            let server = nats_server::NatsServer::start();
+            let config = NatsConfig::new(vec![server.url.clone()], "dispatch");
+            // The log runs its own runtime: connect from a plain thread. The server
+            // listens before JetStream is ready, so the first connect may need a retry.
+            let log = std::thread::spawn(move || {
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                loop {
+                    match NatsLog::connect(config.clone()) {
+                        Ok(log) => return log,
+                        Err(e) if std::time::Instant::now() < deadline => {
+                            eprintln!("NATS log not ready yet: {e}");
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        Err(e) => panic!("cannot open the NATS log: {e}"),
+                    }
+                }
+            })
+            .join()
+            .expect("connect thread");
+            (
+                Arc::new(log),
+                Store {
+                    _dir: dir,
+                    _server: Some(server),
+                },
+            )
+        }
+    }
+}
+
+/// One test's world: the log (see [`Backend`]), a runtime, and a
 /// dispatcher whose feed is subscribed before anything is deployed, so a test
 /// sees every dispatch event. Each deployment gets the next load number, as
 /// the loader hands them out.
@@ -32,19 +97,16 @@ struct Fixture {
     dispatcher: Arc<Dispatcher>,
     feed: broadcast::Receiver<DispatchEvent>,
     loads: Cell<u64>,
-    _dir: tempfile::TempDir,
+    _store: Store,
 }
 
 impl Fixture {
-    fn new() -> Self {
-        Self::with_config(DispatchConfig::default())
+    fn new(backend: Backend) -> Self {
+        Self::with_config(backend, DispatchConfig::default())
     }
 
-    fn with_config(config: DispatchConfig) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let log: Arc<dyn EventLog> = Arc::new(
-            RedbLog::open(dir.path().join("log.redb"), LogConfig::default()).expect("log opens"),
-        );
+    fn with_config(backend: Backend, config: DispatchConfig) -> Self {
+        let (log, store) = open_log(backend);
         let runtime = Arc::new(Runtime::new(RuntimeConfig::default()).unwrap());
         let dispatcher = Dispatcher::new(log.clone(), runtime.clone(), config.clone());
         let feed = dispatcher.subscribe();
@@ -55,7 +117,7 @@ impl Fixture {
             dispatcher,
             feed,
             loads: Cell::new(0),
-            _dir: dir,
+            _store: store,
         }
     }
 
@@ -204,9 +266,8 @@ fn all_grants() -> Grants {
     Grants::all()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_matching_event_reaches_each_plugin_in_partition_order() {
-    let f = Fixture::new();
+async fn every_matching_event_reaches_each_plugin_in_partition_order(backend: Backend) {
+    let f = Fixture::new(backend);
     f.create_topic("work", 3).await;
     let mut events = Vec::new();
     for i in 0..150 {
@@ -270,9 +331,8 @@ async fn every_matching_event_reaches_each_plugin_in_partition_order() {
     f.dispatcher.shutdown(Duration::from_secs(5)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn plugin_failing_twice_then_succeeding_commits_its_effects_once() {
-    let mut f = Fixture::new();
+async fn plugin_failing_twice_then_succeeding_commits_its_effects_once(backend: Backend) {
+    let mut f = Fixture::new(backend);
     f.deploy(
         "faulty",
         PluginSettings {
@@ -314,9 +374,8 @@ async fn plugin_failing_twice_then_succeeding_commits_its_effects_once() {
     f.dispatcher.shutdown(Duration::from_secs(5)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn always_failing_event_is_parked_after_max_attempts_with_growing_backoff() {
-    let mut f = Fixture::new();
+async fn always_failing_event_is_parked_after_max_attempts_with_growing_backoff(backend: Backend) {
+    let mut f = Fixture::new(backend);
     f.deploy(
         "faulty",
         PluginSettings {
@@ -370,9 +429,8 @@ async fn always_failing_event_is_parked_after_max_attempts_with_growing_backoff(
     f.dispatcher.shutdown(Duration::from_secs(5)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reject_is_parked_at_once_and_traps_and_timeouts_keep_their_kind() {
-    let f = Fixture::new();
+async fn reject_is_parked_at_once_and_traps_and_timeouts_keep_their_kind(backend: Backend) {
+    let f = Fixture::new(backend);
     f.deploy(
         "faulty",
         PluginSettings {
@@ -423,9 +481,10 @@ async fn reject_is_parked_at_once_and_traps_and_timeouts_keep_their_kind() {
     f.dispatcher.shutdown(Duration::from_secs(5)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replay_after_fixing_the_plugin_commits_effects_and_removes_the_dead_letter() {
-    let f = Fixture::new();
+async fn replay_after_fixing_the_plugin_commits_effects_and_removes_the_dead_letter(
+    backend: Backend,
+) {
+    let f = Fixture::new(backend);
     // Without the emit grant, `faulty.ok` cannot emit and rejects.
     f.deploy("faulty", PluginSettings::default());
     f.publish("faulty-events", vec![ev("faulty.ok", "k", None)])
@@ -463,16 +522,18 @@ async fn replay_after_fixing_the_plugin_commits_effects_and_removes_the_dead_let
     f.dispatcher.shutdown(Duration::from_secs(5)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn breaker_opens_pauses_half_opens_and_closes() {
+async fn breaker_opens_pauses_half_opens_and_closes(backend: Backend) {
     let cool_down = Duration::from_millis(800);
-    let mut f = Fixture::with_config(DispatchConfig {
-        breaker: BreakerConfig {
-            failure_threshold: 3,
-            cool_down,
+    let mut f = Fixture::with_config(
+        backend,
+        DispatchConfig {
+            breaker: BreakerConfig {
+                failure_threshold: 3,
+                cool_down,
+            },
+            ..Default::default()
         },
-        ..Default::default()
-    });
+    );
     f.deploy(
         "faulty",
         PluginSettings {
@@ -526,9 +587,8 @@ async fn breaker_opens_pauses_half_opens_and_closes() {
     f.dispatcher.shutdown(Duration::from_secs(5)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_abandons_a_call_past_the_deadline_without_committing_it() {
-    let f = Fixture::new();
+async fn shutdown_abandons_a_call_past_the_deadline_without_committing_it(backend: Backend) {
+    let f = Fixture::new(backend);
     f.deploy(
         "faulty",
         PluginSettings {
@@ -571,9 +631,8 @@ async fn shutdown_abandons_a_call_past_the_deadline_without_committing_it() {
     assert!(f.dead_letters().await.is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idempotency_helper_skips_an_event_id_delivered_again() {
-    let f = Fixture::new();
+async fn idempotency_helper_skips_an_event_id_delivered_again(backend: Backend) {
+    let f = Fixture::new(backend);
     // The same event (same id) reaches the counter twice, through two topics.
     let e = ev("order.created", "o-1", None);
     f.publish("orders-a", vec![e.clone()]).await;
@@ -606,9 +665,8 @@ async fn idempotency_helper_skips_an_event_id_delivered_again() {
     f.dispatcher.shutdown(Duration::from_secs(5)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn non_blocking_mode_lets_later_events_pass_a_failing_one() {
-    let f = Fixture::new();
+async fn non_blocking_mode_lets_later_events_pass_a_failing_one(backend: Backend) {
+    let f = Fixture::new(backend);
     f.deploy(
         "faulty",
         PluginSettings {
@@ -655,9 +713,8 @@ async fn non_blocking_mode_lets_later_events_pass_a_failing_one() {
     f.dispatcher.shutdown(Duration::from_secs(5)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn set_aside_event_keeps_its_attempts_across_a_restart() {
-    let mut f = Fixture::new();
+async fn set_aside_event_keeps_its_attempts_across_a_restart(backend: Backend) {
+    let mut f = Fixture::new(backend);
     let settings = PluginSettings {
         retry: Some(policy(3, 300)),
         ordering: OrderingMode::NonBlocking,
@@ -716,10 +773,9 @@ async fn set_aside_event_keeps_its_attempts_across_a_restart() {
     f.dispatcher.shutdown(Duration::from_secs(5)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_native_handler_runs_through_the_same_pipeline() {
+async fn a_native_handler_runs_through_the_same_pipeline(backend: Backend) {
     use evhost::runtime::{Effects, Failure, PluginInfo};
-    let f = Fixture::new();
+    let f = Fixture::new(backend);
     let info = PluginInfo {
         name: "native-sum".into(),
         version: "1".into(),
@@ -761,10 +817,10 @@ async fn a_native_handler_runs_through_the_same_pipeline() {
 
 /// Runs a native plugin whose calls each take a while over 4 partitions and
 /// returns the most calls that were ever in flight at once.
-async fn most_concurrent_calls(concurrency: Option<usize>) -> usize {
+async fn most_concurrent_calls(backend: Backend, concurrency: Option<usize>) -> usize {
     use evhost::runtime::{Effects, PluginInfo};
     use std::sync::atomic::{AtomicUsize, Ordering};
-    let f = Fixture::new();
+    let f = Fixture::new(backend);
     f.create_topic("work", 4).await;
     let events = (0..40)
         .map(|i| ev("job.run", &format!("key-{i}"), None))
@@ -806,9 +862,45 @@ async fn most_concurrent_calls(concurrency: Option<usize>) -> usize {
     most.load(Ordering::SeqCst)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrency_bounds_the_partitions_a_plugin_works_on_at_once() {
-    assert_eq!(most_concurrent_calls(Some(1)).await, 1);
+async fn concurrency_bounds_the_partitions_a_plugin_works_on_at_once(backend: Backend) {
+    assert_eq!(most_concurrent_calls(backend, Some(1)).await, 1);
     // Without the bound the same workload does overlap, so the check above can fail.
-    assert!(most_concurrent_calls(None).await >= 2);
+    assert!(most_concurrent_calls(backend, None).await >= 2);
 }
+
+/// Every scenario above, on each backend.
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod redb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::Redb).await
+                }
+            )*
+        }
+        mod nats {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::Nats).await
+                }
+            )*
+        }
+    };
+}
+
+on_every_backend!(
+    every_matching_event_reaches_each_plugin_in_partition_order,
+    plugin_failing_twice_then_succeeding_commits_its_effects_once,
+    always_failing_event_is_parked_after_max_attempts_with_growing_backoff,
+    reject_is_parked_at_once_and_traps_and_timeouts_keep_their_kind,
+    replay_after_fixing_the_plugin_commits_effects_and_removes_the_dead_letter,
+    breaker_opens_pauses_half_opens_and_closes,
+    shutdown_abandons_a_call_past_the_deadline_without_committing_it,
+    idempotency_helper_skips_an_event_id_delivered_again,
+    non_blocking_mode_lets_later_events_pass_a_failing_one,
+    set_aside_event_keeps_its_attempts_across_a_restart,
+    a_native_handler_runs_through_the_same_pipeline,
+    concurrency_bounds_the_partitions_a_plugin_works_on_at_once,
+);
