@@ -5,6 +5,9 @@
 mod daemon_support;
 mod support;
 
+#[path = "support/nats_server.rs"]
+mod nats_server;
+
 use std::collections::HashSet;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -778,4 +781,70 @@ fn plugins_compiled_concurrently_at_start_are_deployed_and_numbered_in_file_orde
     .map(number)
     .collect();
     assert_eq!(numbers, [1, 2, 3, 4, 5, 6]);
+}
+
+/// `--log nats://...`: the daemon keeps its log on JetStream — plugins run on it,
+/// and a daemon with a fresh data directory on the same server reads it back.
+#[test]
+fn the_daemon_runs_on_a_nats_log_given_with_dash_dash_log() {
+    let server = nats_server::NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = plugin_dir(dir.path(), &[("welcome", WELCOME_SIDECAR)]);
+    let options = Options {
+        plugins: Some(plugins),
+        env: vec![("EVHOST_LOG".into(), server.url.clone())],
+        ..Options::default()
+    };
+    let d = Daemon::start(&dir.path().join("data-1"), options.clone());
+    assert!(
+        d.stdout().iter().any(|l| l.starts_with("log: nats ")),
+        "{:?}",
+        d.stdout()
+    );
+    let (status, body) = d.publish(&event(
+        "user.created",
+        json!({"name": "Ada", "email": "ada@example.com"}),
+    ));
+    assert_eq!(status, 201, "{body}");
+    assert!(
+        wait_for(Duration::from_secs(30), || d
+            .read_all("notification-events", 0)
+            .len()
+            == 1),
+        "welcome handled the event on the NATS log"
+    );
+    drop(d);
+    // Nothing of the log is in the first data directory: a second daemon with
+    // another one reads the same events from the server.
+    let again = Daemon::start(&dir.path().join("data-2"), options);
+    assert_eq!(again.read_all("user-events", 0).len(), 1);
+    assert_eq!(again.read_all("notification-events", 0).len(), 1);
+    assert!(!dir.path().join("data-2/log.redb").exists());
+}
+
+#[test]
+fn a_bad_log_setting_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(EVHOST)
+        .args(["run", "--log", "postgres://x"])
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--log takes `redb` or `nats://"),
+        "{stderr}"
+    );
+    let config = dir.path().join("evhost.toml");
+    std::fs::write(&config, "[log]\nbackend = \"nats\"\n").unwrap();
+    let out = Command::new(EVHOST)
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("needs servers"), "{stderr}");
 }

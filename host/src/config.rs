@@ -62,9 +62,50 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
 }
 
+/// Where the event log lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogBackend {
+    /// The embedded redb file `DATA/log.redb` (the default).
+    Redb,
+    /// A NATS JetStream stream `EVHOST_<prefix>` on the given servers (`log::NatsLog`).
+    Nats {
+        servers: Vec<String>,
+        /// 1, or 3 on a cluster.
+        replicas: usize,
+        /// Names this installation in a shared cluster.
+        prefix: String,
+    },
+}
+
+/// The stream prefix when none is configured.
+pub const DEFAULT_NATS_PREFIX: &str = "evhost";
+
+/// Reads `--log`: `redb`, or `nats://HOST:PORT[,nats://HOST:PORT...]`.
+pub fn parse_log_spec(spec: &str) -> Result<LogBackend, String> {
+    if spec == "redb" {
+        return Ok(LogBackend::Redb);
+    }
+    let servers: Vec<String> = spec.split(',').map(|s| s.trim().to_owned()).collect();
+    if servers
+        .iter()
+        .all(|s| s.starts_with("nats://") && s.len() > 7)
+    {
+        return Ok(LogBackend::Nats {
+            servers,
+            replicas: 1,
+            prefix: DEFAULT_NATS_PREFIX.into(),
+        });
+    }
+    Err(format!(
+        "--log takes `redb` or `nats://HOST:PORT[,nats://HOST:PORT...]`, not `{spec}`"
+    ))
+}
+
 /// The log's settings that operators tune.
 #[derive(Debug, Clone)]
 pub struct LogSettings {
+    /// redb (default) or NATS JetStream.
+    pub backend: LogBackend,
     pub auto_create_topics: bool,
     pub default_partitions: u32,
     pub dedupe_window: Duration,
@@ -109,6 +150,7 @@ impl Default for Config {
                 max_body_bytes: 4 << 20,
             },
             log: LogSettings {
+                backend: LogBackend::Redb,
                 auto_create_topics: true,
                 default_partitions: 1,
                 dedupe_window: Duration::from_secs(120),
@@ -136,6 +178,8 @@ pub struct Overrides {
     pub listen: Option<SocketAddr>,
     pub log_format: Option<LogFormat>,
     pub token: Option<String>,
+    /// `--log`: where the event log lives.
+    pub log: Option<LogBackend>,
 }
 
 /// Why the configuration could not be loaded; each names the file and the problem.
@@ -175,6 +219,14 @@ struct FileApi {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct FileLog {
+    /// `redb` (default) or `nats`.
+    backend: Option<String>,
+    /// NATS only: `nats://HOST:PORT` URLs.
+    servers: Option<Vec<String>>,
+    /// NATS only: 1 or 3.
+    replicas: Option<usize>,
+    /// NATS only: names this installation in a shared cluster.
+    prefix: Option<String>,
     auto_create_topics: Option<bool>,
     default_partitions: Option<u32>,
     dedupe_window: Option<HumanDuration>,
@@ -209,7 +261,19 @@ pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Config, ConfigE
             path: shown.clone(),
             message: e.to_string().trim_end().to_owned(),
         })?;
+        let backend = parsed
+            .log
+            .as_ref()
+            .map(file_backend)
+            .transpose()
+            .map_err(|message| ConfigError::Invalid {
+                path: shown.clone(),
+                message,
+            })?;
         apply_file(&mut config, parsed);
+        if let Some(backend) = backend {
+            config.log.backend = backend;
+        }
         config.file = Some(path.to_owned());
         // Relative paths in the file are relative to the file, not to the working directory.
         if let Some(base) = path.parent() {
@@ -235,11 +299,49 @@ pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Config, ConfigE
     if let Some(v) = overrides.token {
         config.api.token = Some(v);
     }
+    if let Some(v) = overrides.log {
+        config.log.backend = v;
+    }
     validate(&config).map_err(|message| ConfigError::Invalid {
         path: file.map_or_else(|| "(flags)".into(), |p| p.display().to_string()),
         message,
     })?;
     Ok(config)
+}
+
+/// `[log] backend`, `servers`, `replicas`, `prefix`, checked together.
+fn file_backend(log: &FileLog) -> Result<LogBackend, String> {
+    match log.backend.as_deref() {
+        None | Some("redb") => {
+            if log.servers.is_some() || log.replicas.is_some() || log.prefix.is_some() {
+                return Err("[log] servers, replicas and prefix need backend = \"nats\"".into());
+            }
+            Ok(LogBackend::Redb)
+        }
+        Some("nats") => {
+            let servers = log.servers.clone().unwrap_or_default();
+            if servers.is_empty() || !servers.iter().all(|s| s.starts_with("nats://")) {
+                return Err(
+                    "[log] backend = \"nats\" needs servers = [\"nats://HOST:PORT\", ...]".into(),
+                );
+            }
+            let replicas = log.replicas.unwrap_or(1);
+            if !matches!(replicas, 1 | 3) {
+                return Err(format!("[log] replicas is 1 or 3, not {replicas}"));
+            }
+            Ok(LogBackend::Nats {
+                servers,
+                replicas,
+                prefix: log
+                    .prefix
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_NATS_PREFIX.into()),
+            })
+        }
+        Some(other) => Err(format!(
+            "[log] backend is \"redb\" or \"nats\", not \"{other}\""
+        )),
+    }
 }
 
 fn apply_file(config: &mut Config, file: FileConfig) {

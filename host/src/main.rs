@@ -189,6 +189,10 @@ struct RunArgs {
     /// Require `Authorization: Bearer TOKEN` on mutating requests.
     #[arg(long, env = "EVHOST_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Where the event log lives: `redb` (default: DATA/log.redb) or
+    /// `nats://HOST:PORT[,nats://HOST:PORT...]` (a NATS JetStream cluster).
+    #[arg(long, env = "EVHOST_LOG")]
+    log: Option<String>,
 }
 
 #[derive(Args, Clone)]
@@ -333,6 +337,12 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<ExitCode> {
         listen: args.listen,
         log_format: args.log_format,
         token: args.token,
+        log: args
+            .log
+            .as_deref()
+            .map(config::parse_log_spec)
+            .transpose()
+            .map_err(anyhow::Error::msg)?,
     };
     let config = config::load(args.config.as_deref(), overrides)?;
     let rt = tokio::runtime::Builder::new_multi_thread()

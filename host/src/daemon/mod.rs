@@ -31,8 +31,9 @@ use self::metrics::Metrics;
 use self::schemas::{SchemaError, SchemaRegistry};
 use crate::api::{self, ApiState};
 use crate::config::Config;
+use crate::config::LogBackend;
 use crate::dispatch::{DispatchConfig, Dispatcher, EmitCheck};
-use crate::log::{EventLog, LogConfig, LogError, RedbLog};
+use crate::log::{EventLog, LogConfig, LogError, NatsConfig, NatsLog, RedbLog};
 use crate::plugins::{self, DirWatcher, Loader, WatchConfig};
 use crate::runtime::{PoolConfig, Runtime, RuntimeConfig, RuntimeError};
 
@@ -84,7 +85,6 @@ pub async fn run(
     })?;
     let lock = DataLock::acquire(&data)?;
 
-    let log_path = data.join("log.redb");
     let log_config = LogConfig {
         auto_create_topics: config.log.auto_create_topics,
         default_partitions: config.log.default_partitions,
@@ -93,21 +93,8 @@ pub async fn run(
         cache_bytes: config.log.cache_bytes,
         ..LogConfig::default()
     };
-    let redb = {
-        let path = log_path.clone();
-        tokio::task::spawn_blocking(move || RedbLog::open(&path, log_config))
-            .await
-            .map_err(|e| DaemonError::Log {
-                path: log_path.display().to_string(),
-                source: LogError::Invalid(e.to_string()),
-            })?
-            .map_err(|source| DaemonError::Log {
-                path: log_path.display().to_string(),
-                source,
-            })?
-    };
-    let redb = Arc::new(redb);
-    let log: Arc<dyn EventLog> = redb.clone();
+    let opened = open_log(&config.log.backend, &data, log_config).await?;
+    let log = opened.log();
 
     let runtime = Arc::new(Runtime::new(RuntimeConfig {
         cache_dir: Some(data.join("cache")),
@@ -222,14 +209,105 @@ pub async fn run(
         w.stop().await;
     }
     dispatcher.shutdown(config.dispatch.shutdown_timeout).await;
-    // The writer finishes the writes queued so far; every acknowledged one is already durable.
-    let closing = redb.clone();
-    let _ = tokio::task::spawn_blocking(move || closing.shutdown()).await;
+    // The log finishes the writes queued so far; every acknowledged one is already durable.
+    opened.shutdown().await;
     drop(lock);
     if result.is_ok() {
         say!("evhost stopped");
     }
     result
+}
+
+/// The log the daemon runs on, kept by its concrete type for shutdown.
+enum OpenedLog {
+    Redb(Arc<RedbLog>),
+    Nats(Arc<NatsLog>),
+}
+
+impl OpenedLog {
+    fn log(&self) -> Arc<dyn EventLog> {
+        match self {
+            OpenedLog::Redb(log) => log.clone(),
+            OpenedLog::Nats(log) => log.clone(),
+        }
+    }
+
+    /// Finishes queued writes and stops, off the async threads (both block).
+    async fn shutdown(self) {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            match self {
+                OpenedLog::Redb(log) => log.shutdown(),
+                OpenedLog::Nats(log) => log.shutdown(),
+            }
+            let _ = done.send(());
+        });
+        let _ = wait.await;
+    }
+}
+
+/// Opens the configured log. The NATS log runs a runtime of its own, so it is
+/// connected from a plain thread; redb opens on one too (it may repair the file).
+async fn open_log(
+    backend: &LogBackend,
+    data: &Path,
+    log_config: LogConfig,
+) -> Result<OpenedLog, DaemonError> {
+    let (done, wait) = tokio::sync::oneshot::channel();
+    let (shown, open): (
+        String,
+        Box<dyn FnOnce() -> Result<OpenedLog, LogError> + Send>,
+    ) = match backend {
+        LogBackend::Redb => {
+            let path = data.join("log.redb");
+            (
+                path.display().to_string(),
+                Box::new(move || {
+                    RedbLog::open(&path, log_config).map(|l| OpenedLog::Redb(Arc::new(l)))
+                }),
+            )
+        }
+        LogBackend::Nats {
+            servers,
+            replicas,
+            prefix,
+        } => {
+            let nats = NatsConfig {
+                replicas: *replicas,
+                log: log_config,
+                ..NatsConfig::new(servers.clone(), prefix.clone())
+            };
+            (
+                format!("nats {} (stream EVHOST_{prefix})", servers.join(",")),
+                Box::new(move || NatsLog::connect(nats).map(|l| OpenedLog::Nats(Arc::new(l)))),
+            )
+        }
+    };
+    std::thread::spawn(move || {
+        let _ = done.send(open());
+    });
+    let opened = wait
+        .await
+        .map_err(|e| DaemonError::Log {
+            path: shown.clone(),
+            source: LogError::Invalid(e.to_string()),
+        })?
+        .map_err(|source| DaemonError::Log {
+            path: shown.clone(),
+            source,
+        })?;
+    if let LogBackend::Nats { replicas, .. } = backend {
+        say!("log: {shown}, {replicas} replica(s)");
+        if *replicas == 1 {
+            tracing::warn!(
+                "the NATS log acknowledges what the server acknowledges: with replicas = 1 an \
+                 acknowledged publish survives a crash only if the server runs with \
+                 `jetstream {{ sync_interval: always }}` (evhost cannot check it); use that or \
+                 replicas = 3 for guarantee 1"
+            );
+        }
+    }
+    Ok(opened)
 }
 
 /// Starts watching the plugin directory (created when missing); without a watch
