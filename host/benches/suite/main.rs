@@ -36,6 +36,10 @@ mod hot_reload;
 mod latency;
 mod latency_jetstream;
 mod nats;
+// The tests' nats-server harness; the suite uses its spawning half.
+#[allow(dead_code)]
+#[path = "../../../tests/support/nats_server.rs"]
+mod nats_server;
 mod publish;
 mod report;
 mod startup;

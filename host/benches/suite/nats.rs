@@ -7,10 +7,9 @@
 //! `nats-server` on `PATH` (Debian's 2.9.10 is a fallback: it has neither
 //! `sync_interval` nor atomic batches, so the rows that need them are skipped).
 
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+
+use crate::nats_server::{NatsServer, major_minor, version_of};
 
 use serde_json::{Value, json};
 
@@ -64,23 +63,11 @@ impl Found {
     }
 }
 
-fn version_of(path: &Path) -> Option<String> {
-    let out = Command::new(path).arg("--version").output().ok()?;
-    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    (out.status.success() || !text.is_empty()).then_some(text)
-}
-
-fn parse_major_minor(version: &str) -> Option<(u32, u32)> {
-    let v = version.rsplit(' ').next()?.trim_start_matches('v');
-    let mut parts = v.split('.').map(|p| p.parse::<u32>().ok());
-    Some((parts.next()??, parts.next()??))
-}
-
 /// Finds the server (see the module docs for the order). An explicit
 /// `EVHOST_NATS_SERVER` that does not run is an error, not a fall-through.
 pub fn find() -> Result<Found, String> {
     let found = |path: PathBuf, from: &'static str, version: String| Found {
-        major_minor: parse_major_minor(&version),
+        major_minor: major_minor(&version),
         path,
         from,
         version,
@@ -142,101 +129,30 @@ impl Sync {
     }
 }
 
-/// A running `nats-server -js` on 127.0.0.1; SIGTERM (then SIGKILL) on drop.
-pub struct Server {
-    child: Child,
-    pub url: String,
-    // The store dir lives as long as the server.
-    _dir: tempfile::TempDir,
-}
-
-/// A free loopback port (bound and released; fine for a benchmark).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+/// A running `nats-server -js` on 127.0.0.1 (the tests' own harness, with the
+/// suite's settings); SIGTERM (then SIGKILL) on drop.
+pub struct Server(NatsServer);
 
 impl Server {
-    /// Starts the server with JetStream, file store in a fresh scratch dir.
-    /// `Sync::Always` on a server older than 2.12 is refused (it would not
-    /// start with that setting).
+    /// Starts the server with JetStream, file store in a fresh scratch dir (on the
+    /// build's disk, not tmpfs). `Sync::Always` on a server older than 2.12 is refused
+    /// (it would not start with that setting).
     pub fn start(found: &Found, sync: Sync) -> Result<Server, String> {
         if sync == Sync::Always && !found.is_modern() {
             return Err(found.old_note());
         }
-        let dir = crate::scratch_dir();
-        let port = free_port();
-        let store = dir.path().join("store");
         let sync_line = match sync {
             Sync::Default => "",
             Sync::Always => "  sync_interval: always\n",
         };
-        let conf = dir.path().join("nats.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listen: \"127.0.0.1:{port}\"\njetstream {{\n  store_dir: {:?}\n{sync_line}}}\n",
-                store.display().to_string()
-            ),
-        )
-        .map_err(|e| format!("cannot write {}: {e}", conf.display()))?;
-        let mut cmd = Command::new(&found.path);
-        cmd.arg("-c").arg(&conf);
-        // SAFETY: prctl(2) only, between fork and exec. The server dies with
-        // the process that started it, even if that one is killed.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", found.path.display()))?;
-        let mut server = Server {
-            child,
-            url: format!("nats://127.0.0.1:{port}"),
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = server.child.try_wait() {
-                return Err(format!("nats-server exited at start: {status}"));
-            }
-            if Instant::now() >= deadline {
-                return Err("nats-server did not listen within 10 s".into());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(server)
+        NatsServer::spawn(&found.path, sync_line, crate::scratch_dir()).map(Server)
+    }
+
+    pub fn url(&self) -> &str {
+        &self.0.url
     }
 
     pub fn peak_rss(&self) -> Option<u64> {
-        crate::common::peak_rss(self.child.id())
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            // SAFETY: kill(2) on our own child's pid, which has not been reaped.
-            unsafe {
-                libc::kill(self.child.id() as i32, libc::SIGTERM);
-            }
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        crate::common::peak_rss(self.0.pid())
     }
 }

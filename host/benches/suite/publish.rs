@@ -168,7 +168,7 @@ pub fn nats(secs: f64, sync: nats::Sync) -> Value {
     let rt = tokio::runtime::Runtime::new().expect("tokio");
     let mut out = rt.block_on(async {
         use async_nats::jetstream::{self, stream};
-        let client = async_nats::connect(&server.url).await.expect("connect");
+        let client = async_nats::connect(server.url()).await.expect("connect");
         // An ack may wait for ~1000 fsyncs ahead of it in `always` mode.
         let js = jetstream::ContextBuilder::new()
             .ack_timeout(Duration::from_secs(120))
