@@ -28,7 +28,7 @@ mod nats_server;
 // harness
 
 /// A backend the contract tests run against.
-trait Backend: EventLog + Sized + 'static {
+trait Backend: EventLog + evhost::runtime::StateStore + Sized + 'static {
     /// The log survives being closed and opened again (redb: it is a file).
     const DURABLE: bool;
     /// Concurrent writes share transactions (redb's group commit); the memory log applies
@@ -1696,6 +1696,38 @@ fn concurrent_replays_of_one_dead_letter_commit_once<L: Backend>() {
     assert_eq!(log.dead_letter(letter).wait().unwrap(), None);
 }
 
+/// Plugin instances read state through the log (`runtime::StateStore`): committed values
+/// only, keys by prefix, namespaces apart.
+fn the_runtime_reads_committed_plugin_state_through_the_log<L: Backend>() {
+    use evhost::runtime::StateStore;
+    let h = Harness::<L>::new();
+    let put = |key: &str| StateChange {
+        namespace: "counter".into(),
+        key: key.into(),
+        value: Some(key.as_bytes().to_vec()),
+    };
+    h.log
+        .commit(ConsumerCommit {
+            group: "counter".into(),
+            state: vec![put("count/a"), put("count/b"), put("other")],
+            ..ConsumerCommit::default()
+        })
+        .wait()
+        .unwrap();
+    assert_eq!(
+        StateStore::get(&h.log, "counter", "count/a").unwrap(),
+        Some(b"count/a".to_vec())
+    );
+    assert_eq!(
+        StateStore::keys(&h.log, "counter", "count/").unwrap(),
+        ["count/a", "count/b"]
+    );
+    assert_eq!(
+        StateStore::get(&h.log, "other-plugin", "count/a").unwrap(),
+        None
+    );
+}
+
 fn a_commit_requiring_a_gone_state_entry_is_refused_whole<L: Backend>() {
     let h = Harness::<L>::new();
     h.publish("orders", vec![event("e0"), event("e1")]);
@@ -2359,6 +2391,7 @@ macro_rules! contract_tests {
 
 contract_tests! {
     sync:
+        the_runtime_reads_committed_plugin_state_through_the_log,
         reads_run_across_batch_boundaries_in_offset_order,
         one_subject_stays_in_one_partition_in_order,
         topics_are_auto_created_unless_switched_off,

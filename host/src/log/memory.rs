@@ -862,33 +862,6 @@ fn spawn_retention(shared: Weak<Shared>, interval: Duration) -> std::io::Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::StateStore;
-
-    #[test]
-    fn the_runtime_reads_committed_plugin_state_through_the_log() {
-        let log = MemoryLog::new(LogConfig::default()).unwrap();
-        let put = |key: &str| super::super::StateChange {
-            namespace: "counter".into(),
-            key: key.into(),
-            value: Some(key.as_bytes().to_vec()),
-        };
-        log.commit(ConsumerCommit {
-            group: "counter".into(),
-            state: vec![put("count/a"), put("count/b"), put("other")],
-            ..ConsumerCommit::default()
-        })
-        .wait()
-        .unwrap();
-        assert_eq!(
-            StateStore::get(&log, "counter", "count/a").unwrap(),
-            Some(b"count/a".to_vec())
-        );
-        assert_eq!(
-            StateStore::keys(&log, "counter", "count/").unwrap(),
-            ["count/a", "count/b"]
-        );
-        assert_eq!(StateStore::get(&log, "other", "count/a").unwrap(), None);
-    }
 
     #[test]
     fn dropping_the_log_stops_its_retention_thread_and_wakes_watchers() {

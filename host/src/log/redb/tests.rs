@@ -93,37 +93,6 @@ fn a_commit_failing_midway_leaves_neither_offset_nor_emits_behind() {
 }
 
 #[test]
-fn the_runtime_reads_committed_plugin_state_through_the_log() {
-    use crate::runtime::StateStore;
-    let dir = tempfile::tempdir().unwrap();
-    let log = RedbLog::open(dir.path().join("log.redb"), LogConfig::default()).unwrap();
-    let put = |key: &str| StateChange {
-        namespace: "counter".into(),
-        key: key.into(),
-        value: Some(key.as_bytes().to_vec()),
-    };
-    log.commit(ConsumerCommit {
-        group: "counter".into(),
-        state: vec![put("count/a"), put("count/b"), put("other")],
-        ..ConsumerCommit::default()
-    })
-    .wait()
-    .unwrap();
-    assert_eq!(
-        StateStore::get(&log, "counter", "count/a").unwrap(),
-        Some(b"count/a".to_vec())
-    );
-    assert_eq!(
-        StateStore::keys(&log, "counter", "count/").unwrap(),
-        ["count/a", "count/b"]
-    );
-    assert_eq!(
-        StateStore::get(&log, "other-plugin", "count/a").unwrap(),
-        None
-    );
-}
-
-#[test]
 fn a_large_batch_is_split_into_bounded_chunks_and_reads_back_whole() {
     use ::redb::{ReadableDatabase, ReadableTableMetadata};
 
