@@ -86,6 +86,10 @@ pub struct ConsumerCommit {
     /// [`LogError::StateEntryGone`](super::LogError::StateEntryGone). Whether the entry stays
     /// is up to `state`.
     pub requires_state: Option<StateKey>,
+    /// The lease under which the commit's partition is worked, on a log several daemons
+    /// share: the commit lands only while the lease is still held under it, else it is
+    /// refused whole with [`LogError::LeaseLost`](super::LogError::LeaseLost).
+    pub lease: Option<super::LeaseFence>,
 }
 
 /// A key in a namespace of the state table.

@@ -63,6 +63,10 @@ pub enum LogError {
     /// was finished by another commit; nothing of this one was written.
     #[error("state entry `{namespace}/{key}` this commit depends on is gone")]
     StateEntryGone { namespace: String, key: String },
+    /// A commit or lease operation fenced by a lease found it held by another daemon or at
+    /// another epoch (the partition moved); nothing was written.
+    #[error("the lease of {0} is held by another daemon now")]
+    LeaseLost(String),
     /// Stored bytes that do not decode: a bug or a damaged file.
     #[error("stored data does not decode: {0}")]
     Corrupt(String),
@@ -105,7 +109,8 @@ impl LogError {
             | LogError::VersionConflict { .. }
             | LogError::OffsetConflict { .. }
             | LogError::DeadLetterGone(_)
-            | LogError::StateEntryGone { .. } => ErrorClass::Conflict,
+            | LogError::StateEntryGone { .. }
+            | LogError::LeaseLost(_) => ErrorClass::Conflict,
             LogError::Corrupt(_)
             | LogError::UnsupportedFormat { .. }
             | LogError::Storage(_)

@@ -413,10 +413,17 @@ async fn commit_round(
         dead_letter,
         resolve_dead_letter,
         requires_state,
+        lease,
     } = commit;
     let now_ms = s.now_ms();
     let mut view = View::default();
     let mut batch = Batch::default();
+    // The lease first: a commit of a daemon that lost its partition is refused before
+    // anything else is looked at.
+    let lease_msg = match &lease {
+        Some(fence) => Some(super::lease::fence_commit(s, fence, &mut batch).await?),
+        None => None,
+    };
     // Decide everything first, in the order of the other backends (the first failing check
     // names the error): the fences ...
     let mut resolve = None;
@@ -479,6 +486,9 @@ async fn commit_round(
     let emitted = plan_events(s, &mut view, &mut batch, emits, None, now_ms).await?;
 
     // ... then write; nothing can refuse the commit any more but a stale fence.
+    if let Some(msg) = lease_msg {
+        batch.push(msg);
+    }
     if let Some(msg) = offset_msg {
         batch.push(msg);
     }

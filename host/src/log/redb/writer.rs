@@ -803,9 +803,17 @@ impl<'t, 'c> Batch<'t, 'c> {
             dead_letter,
             resolve_dead_letter,
             requires_state,
+            lease,
         } = commit;
         if group.is_empty() {
             refuse!(LogError::Invalid("a consumer commit needs a group".into()));
+        }
+        if let Some(fence) = lease {
+            // One daemon holds the file: nothing here hands out leases to fence by.
+            refuse!(LogError::Invalid(format!(
+                "a redb log is worked by one daemon and keeps no leases; a commit fenced by the lease of {} does not belong here",
+                fence.key
+            )));
         }
         // The fences: what this commit resolves must still be there.
         if let Some(id) = resolve_dead_letter
