@@ -97,6 +97,12 @@ pub enum ErrorClass {
 }
 
 impl LogError {
+    /// Another daemon holds the lease the request was fenced by: the caller no longer works
+    /// that partition.
+    pub fn lease_lost(&self) -> bool {
+        matches!(self, LogError::LeaseLost(_))
+    }
+
     /// Whether the request was refused, conflicted, or failed.
     pub fn class(&self) -> ErrorClass {
         match self {

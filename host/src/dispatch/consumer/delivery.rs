@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 use super::super::breaker::Ticket;
 use super::super::{Deployment, DispatchEvent, backoff};
 use super::{
-    ConsumerCtx, Stop, Worker, advance, blocking, commit_for, emits_of, retry_policy, state_guard,
+    ConsumerCtx, Stop, Worker, advance, blocking, emits_of, retry_policy, state_guard,
 };
 use crate::event::StoredEvent;
 use crate::log::{
@@ -171,7 +171,7 @@ pub(super) async fn call_and_commit(
             record: None,
         }],
         requires_state,
-        ..commit_for(&group)
+        ..ctx.commit_for()
     };
     let result = ctx.log.commit(c).await;
     drop(guard);
@@ -179,6 +179,7 @@ pub(super) async fn call_and_commit(
         Ok(_) => {
             ctx.shared.processed.fetch_add(1, Ordering::Relaxed);
         }
+        Err(e) if e.lease_lost() => return Err(Stop::LeaseLost),
         Err(e) => match e.class() {
             ErrorClass::Failed => return Err(Stop::Log(e)),
             ErrorClass::Conflict => {
@@ -298,7 +299,7 @@ pub(super) async fn pre_call(
                     ..record
                 }),
             }],
-            ..commit_for(ctx.group())
+            ..ctx.commit_for()
         },
     )
     .await?;
@@ -378,12 +379,12 @@ pub(super) async fn park(
                 first_failure: d.first_failure.unwrap_or(now),
                 last_failure: now,
             }),
-            ..commit_for(&group)
+            ..ctx.commit_for()
         })
         .await;
     let outcome = match result {
         Ok(outcome) => outcome,
-        Err(e) if e.class() == ErrorClass::Conflict => {
+        Err(e) if e.class() == ErrorClass::Conflict && !e.lease_lost() => {
             tracing::info!(plugin = %group, event_id = %d.event.event.id, "another commit finished the event first ({e}); not parking it");
             return Ok(());
         }

@@ -44,7 +44,8 @@ use super::supervisor::{Current, PluginShared};
 use super::{Deployment, DispatchConfig, DispatchEvent};
 use crate::event::StoredEvent;
 use crate::log::{
-    CommitOutcome, ConsumerCommit, ErrorClass, EventLog, LogError, NewEvent, OffsetAdvance,
+    CommitOutcome, ConsumerCommit, ErrorClass, EventLog, LeaseFence, LogError, NewEvent,
+    OffsetAdvance,
 };
 use crate::runtime::{CallError, Effects, Instance, InstanceSettings, RetryPolicy, Runtime};
 
@@ -60,6 +61,9 @@ pub(super) struct ConsumerCtx {
     pub topic: String,
     pub partition: u32,
     pub stop: watch::Receiver<bool>,
+    /// The lease this daemon works the partition under, when daemons share the log: every
+    /// commit carries it, so none lands once another daemon took the partition.
+    pub lease: Option<LeaseFence>,
 }
 
 /// How a consumer task ended.
@@ -71,6 +75,8 @@ pub(super) enum Ended {
     /// a request the consumer itself made); the supervisor restarts it with
     /// backoff and shows the cause on the plugin.
     Failed(String),
+    /// Another daemon took the partition (a commit was refused with `LeaseLost`).
+    LeaseLost,
 }
 
 /// The plugin version a consumer currently calls, with its live instance.
@@ -131,10 +137,15 @@ enum Stop {
     Refused(LogError),
     /// The blocking thread running a call died; the instance went with it.
     Worker(String),
+    /// Another daemon took the partition: nothing of this consumer will commit any more.
+    LeaseLost,
 }
 
 impl From<LogError> for Stop {
     fn from(e: LogError) -> Self {
+        if e.lease_lost() {
+            return Stop::LeaseLost;
+        }
         match e.class() {
             ErrorClass::Failed => Stop::Log(e),
             ErrorClass::Conflict => Stop::Conflict(e),
@@ -159,6 +170,10 @@ pub(super) async fn run(mut ctx: ConsumerCtx) -> Ended {
         }
         let why = match stop {
             Stop::Requested => return Ended::Stopped,
+            Stop::LeaseLost => {
+                tracing::info!(plugin = %ctx.shared.name, topic = %ctx.topic, partition = ctx.partition, "another daemon took the partition; this consumer stops with nothing committed since");
+                return Ended::LeaseLost;
+            }
             Stop::Refused(e) => return Ended::Failed(format!("the log refused a request: {e}")),
             Stop::Conflict(e) => {
                 tracing::debug!(plugin = %ctx.shared.name, topic = %ctx.topic, partition = ctx.partition, "{e}; resuming from the committed offset");
@@ -233,13 +248,13 @@ async fn committed_or_register(ctx: &ConsumerCtx) -> Result<u64, Stop> {
         .log
         .commit(ConsumerCommit {
             offset: Some(advance(ctx, 0)),
-            ..commit_for(group)
+            ..ctx.commit_for()
         })
         .await
     {
         Ok(_) => Ok(0),
         // Registered meanwhile (by an earlier generation of this consumer).
-        Err(e) if e.class() == ErrorClass::Conflict => Err(Stop::Conflict(e)),
+        Err(e) if e.class() == ErrorClass::Conflict && !e.lease_lost() => Err(Stop::Conflict(e)),
         Err(e) => Err(e.into()),
     }
 }
@@ -298,7 +313,7 @@ async fn step(
         ctx.log
             .commit(ConsumerCommit {
                 offset: Some(advance(ctx, last)),
-                ..commit_for(&ctx.shared.name)
+                ..ctx.commit_for()
             })
             .await?;
         return Ok(());
@@ -357,10 +372,14 @@ async fn step(
     Ok(())
 }
 
-fn commit_for(group: &str) -> ConsumerCommit {
-    ConsumerCommit {
-        group: group.to_owned(),
-        ..Default::default()
+impl ConsumerCtx {
+    /// An empty commit of this consumer: its group, fenced by its lease.
+    fn commit_for(&self) -> ConsumerCommit {
+        ConsumerCommit {
+            group: self.shared.name.clone(),
+            lease: self.lease.clone(),
+            ..Default::default()
+        }
     }
 }
 
