@@ -750,6 +750,7 @@ fn a_commit_with_one_invalid_part_is_refused_whole<L: Backend>() {
         resolve_dead_letter: None,
         requires_state: None,
         lease: None,
+        state_read: Vec::new(),
     };
     let refused = h.log.commit(commit).wait();
     assert!(matches!(refused, Err(LogError::UnknownTopic(t)) if t == "no-such-topic"));
@@ -845,6 +846,7 @@ fn a_consumer_commit_writes_all_its_parts_together<L: Backend>() {
         resolve_dead_letter: None,
         requires_state: None,
         lease: None,
+        state_read: Vec::new(),
     };
     let outcome = h.log.commit(commit).wait().unwrap();
 
@@ -2363,6 +2365,94 @@ mod nats_shared {
     }
 }
 
+/// A commit fenced by the state its call read lands only while that state is as read: the
+/// guard against lost updates when daemons on different partitions share a plugin's state.
+fn a_commit_whose_read_state_moved_is_refused_whole<L: Backend>() {
+    let h = Harness::<L>::new();
+    h.publish("orders", vec![event("e0"), event("e1"), event("e2")]);
+    let put = |key: &str, value: &[u8]| StateChange {
+        namespace: "billing".into(),
+        key: key.into(),
+        value: Some(value.to_vec()),
+    };
+    let read = |key: &str, value: Option<&[u8]>| StateRead {
+        namespace: "billing".into(),
+        key: key.into(),
+        value: value.map(<[u8]>::to_vec),
+    };
+    h.log
+        .commit(ConsumerCommit {
+            state: vec![put("total", b"1")],
+            ..advance_to("billing", "orders", 0, 1)
+        })
+        .wait()
+        .unwrap();
+    // Two calls both read total = 1 and absent `seen`; the first to commit wins ...
+    let call = |next: u64, tag: &str| ConsumerCommit {
+        state: vec![put("total", b"2"), put("seen", tag.as_bytes())],
+        state_read: vec![read("total", Some(b"1")), read("seen", None)],
+        emits: vec![NewEvent::to_topic(
+            "effects",
+            event(&format!("effect-{tag}")),
+        )],
+        ..advance_to("billing", "orders", 0, next)
+    };
+    h.log.commit(call(2, "first")).wait().unwrap();
+    // ... the second, whose reads are stale now, writes nothing.
+    let stale = h.log.commit(call(3, "second")).wait();
+    assert!(
+        matches!(&stale, Err(LogError::StateMoved { key, .. }) if key == "total"),
+        "{stale:?}"
+    );
+    assert_eq!(stale.unwrap_err().class(), ErrorClass::Conflict);
+    // An entry read as absent that appeared meanwhile fences as well.
+    let absent = h
+        .log
+        .commit(ConsumerCommit {
+            state_read: vec![read("seen", None)],
+            ..advance_to("billing", "orders", 0, 3)
+        })
+        .wait();
+    assert!(
+        matches!(&absent, Err(LogError::StateMoved { key, .. }) if key == "seen"),
+        "{absent:?}"
+    );
+    let h = h.reopen();
+    assert_eq!(
+        h.log.state_get("billing", "total").wait().unwrap(),
+        Some(b"2".to_vec())
+    );
+    assert_eq!(
+        h.log.state_get("billing", "seen").wait().unwrap(),
+        Some(b"first".to_vec())
+    );
+    assert_eq!(h.ids("effects", 0), ["effect-first"]);
+    assert_eq!(
+        h.log
+            .committed_offset("billing", "orders", 0)
+            .wait()
+            .unwrap(),
+        Some(2)
+    );
+    // Redone on fresh state, it lands; reads that still hold cost nothing else.
+    h.log
+        .commit(ConsumerCommit {
+            state: vec![put("total", b"3")],
+            state_read: vec![read("total", Some(b"2")), read("seen", Some(b"first"))],
+            ..advance_to("billing", "orders", 0, 3)
+        })
+        .wait()
+        .unwrap();
+    assert_eq!(
+        h.log.state_get("billing", "total").wait().unwrap(),
+        Some(b"3".to_vec())
+    );
+    assert_eq!(
+        h.log.state_get("billing", "seen").wait().unwrap(),
+        Some(b"first".to_vec())
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // leases: logs several daemons share (memory with leases, NATS); redb has none
 
@@ -2639,7 +2729,8 @@ contract_tests! {
         a_lease_fences_the_commits_of_its_partition,
         a_released_lease_is_taken_at_the_next_epoch,
         racing_acquisitions_of_one_lease_have_one_winner,
-        members_announce_their_groups_and_leave;
+        members_announce_their_groups_and_leave,
+        a_commit_whose_read_state_moved_is_refused_whole;
     async:
         an_async_waiter_wakes_when_an_event_is_appended,
 }

@@ -153,7 +153,6 @@ impl Coordinator {
         Some(coordinator)
     }
 
-
     /// What `plugin`'s supervisor matched and runs now.
     pub fn report(&self, plugin: &str, wanted: &[Part], running: impl Iterator<Item = Part>) {
         let mut state = lock(&self.state);
@@ -258,9 +257,10 @@ impl Coordinator {
                 .releasing
                 .iter()
                 .filter(|k| {
-                    !state.plugins.get(&k.group).is_some_and(|w| {
-                        w.running.contains(&(k.topic.clone(), k.partition))
-                    })
+                    !state
+                        .plugins
+                        .get(&k.group)
+                        .is_some_and(|w| w.running.contains(&(k.topic.clone(), k.partition)))
                 })
                 .filter_map(|k| state.held.get(k).cloned())
                 .collect()

@@ -34,8 +34,8 @@ use tokio::sync::broadcast;
 
 pub use self::backoff::delay_for_attempt;
 pub use self::breaker::{BreakerConfig, BreakerState};
-pub use self::coordinator::LeaseSettings;
 use self::coordinator::Coordinator;
+pub use self::coordinator::LeaseSettings;
 pub use self::matcher::Matcher;
 use self::supervisor::Supervisor;
 use crate::event::Position;

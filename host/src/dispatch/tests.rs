@@ -886,7 +886,12 @@ async fn two_daemons(calls: [&Calls; 2]) -> (Arc<dyn EventLog>, [Harness; 2]) {
 
 /// Who holds each partition of `in` for `echo` (None: nobody).
 async fn holders(log: &Arc<dyn EventLog>) -> Vec<Option<String>> {
-    let leases = log.leases().expect("a shared log").leases().await.expect("leases");
+    let leases = log
+        .leases()
+        .expect("a shared log")
+        .leases()
+        .await
+        .expect("leases");
     (0..SHARED_PARTITIONS)
         .map(|p| {
             leases
@@ -898,7 +903,9 @@ async fn holders(log: &Arc<dyn EventLog>) -> Vec<Option<String>> {
 }
 
 fn publish_inputs(n: usize) -> Vec<Event> {
-    (0..n).map(|i| event("t.in", &format!("s{i}"), "x")).collect()
+    (0..n)
+        .map(|i| event("t.in", &format!("s{i}"), "x"))
+        .collect()
 }
 
 /// Each input's effect exactly once: one `out` event caused by each input.
@@ -918,23 +925,40 @@ async fn assert_each_effect_once(h: &Harness, inputs: &[Event]) {
 async fn daemons_sharing_a_log_split_its_partitions_and_commit_each_effect_once() {
     let (calls_a, calls_b) = (Calls::default(), Calls::default());
     let (log, [a, b]) = two_daemons([&calls_a, &calls_b]).await;
-    a.until("both daemons hold partitions, every partition held", || async {
-        let held = holders(&log).await;
-        let owners: std::collections::BTreeSet<_> = held.iter().flatten().collect();
-        held.iter().all(Option::is_some) && owners.len() == 2
-    })
+    a.until(
+        "both daemons hold partitions, every partition held",
+        || async {
+            let held = holders(&log).await;
+            let owners: std::collections::BTreeSet<_> = held.iter().flatten().collect();
+            held.iter().all(Option::is_some) && owners.len() == 2
+        },
+    )
     .await;
     let inputs = publish_inputs(300);
     a.publish(inputs.clone()).await;
-    a.until("every input handled", || async { a.read("out").await.len() >= 300 })
-        .await;
+    a.until("every input handled", || async {
+        a.read("out").await.len() >= 300
+    })
+    .await;
     assert_each_effect_once(&a, &inputs).await;
-    let (by_a, by_b) = (calls_a.0.lock().unwrap().len(), calls_b.0.lock().unwrap().len());
-    assert!(by_a > 0 && by_b > 0, "both daemons worked: {by_a} and {by_b}");
+    let (by_a, by_b) = (
+        calls_a.0.lock().unwrap().len(),
+        calls_b.0.lock().unwrap().len(),
+    );
+    assert!(
+        by_a > 0 && by_b > 0,
+        "both daemons worked: {by_a} and {by_b}"
+    );
     // Each daemon reports only the partitions it works, and together they cover all.
     let mut worked: Vec<u32> = Vec::new();
     for h in [&a, &b] {
-        worked.extend(h.status("echo").await.partitions.iter().map(|p| p.partition));
+        worked.extend(
+            h.status("echo")
+                .await
+                .partitions
+                .iter()
+                .map(|p| p.partition),
+        );
     }
     worked.sort();
     assert_eq!(worked, (0..SHARED_PARTITIONS).collect::<Vec<_>>());
@@ -970,7 +994,9 @@ async fn a_daemon_that_stops_hands_its_partitions_over_and_nothing_is_lost_or_do
     let second = publish_inputs(100);
     b.publish(second.clone()).await;
     let all: Vec<Event> = first.into_iter().chain(second).collect();
-    b.until("every input handled", || async { b.read("out").await.len() >= 200 })
-        .await;
+    b.until("every input handled", || async {
+        b.read("out").await.len() >= 200
+    })
+    .await;
     assert_each_effect_once(&b, &all).await;
 }

@@ -480,6 +480,7 @@ impl Txn<'_> {
             resolve_dead_letter,
             requires_state,
             lease,
+            state_read,
         } = commit;
         if group.is_empty() {
             return Err(LogError::Invalid("a consumer commit needs a group".into()));
@@ -506,6 +507,19 @@ impl Txn<'_> {
             && !self.store.state_exists(&namespace, &key)
         {
             return Err(LogError::StateEntryGone { namespace, key });
+        }
+        for read in state_read {
+            let now = self
+                .store
+                .state
+                .get(&read.namespace)
+                .and_then(|entries| entries.get(&read.key));
+            if now != read.value.as_ref() {
+                return Err(LogError::StateMoved {
+                    namespace: read.namespace,
+                    key: read.key,
+                });
+            }
         }
         // ... the offset, the attempts' positions, the state keys, the emits ...
         let offset_key = match offset {

@@ -38,7 +38,7 @@ mod watch;
 pub use self::commit::{
     Appended, AttemptRecord, AttemptUpdate, CommitOutcome, ConsumerCommit, DeadLetter,
     DeadLetterId, DeadLetterRecord, ExpectedVersion, Failure, FailureKind, NewEvent, OffsetAdvance,
-    RetentionReport, StateChange, StateKey,
+    RetentionReport, StateChange, StateKey, StateRead,
 };
 pub use self::config::{Clock, LogConfig, LogStats};
 pub use self::error::{ErrorClass, LogError, StorageFailure};

@@ -63,6 +63,7 @@ pub(super) async fn call(
             offset: Some(advance(ctx, next)),
             emits,
             state: w.overlay.take(&group),
+            state_read: w.overlay.take_reads(&group),
             ..ctx.commit_for()
         };
         let result = ctx.log.commit(c).await;

@@ -16,9 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use super::super::breaker::Ticket;
 use super::super::{Deployment, DispatchEvent, backoff};
-use super::{
-    ConsumerCtx, Stop, Worker, advance, blocking, emits_of, retry_policy, state_guard,
-};
+use super::{ConsumerCtx, Stop, Worker, advance, blocking, emits_of, retry_policy, state_guard};
 use crate::event::StoredEvent;
 use crate::log::{
     AttemptRecord, AttemptUpdate, ConsumerCommit, DeadLetterRecord, ErrorClass,
@@ -139,6 +137,8 @@ pub(super) async fn call_and_commit(
     mut ticket: Ticket,
 ) -> Result<Called, Stop> {
     let guard = state_guard(ctx, w.uses_state()).await;
+    // Only this call's reads fence its commit.
+    w.overlay.discard();
     let (event, number, shared) = (d.event.clone(), d.number, ctx.shared.clone());
     let (w, result) = blocking(w, move |w| w.call(&shared, &event, number)).await?;
     let mut effects = match result {
@@ -171,6 +171,7 @@ pub(super) async fn call_and_commit(
             record: None,
         }],
         requires_state,
+        state_read: w.overlay.take_reads(&group),
         ..ctx.commit_for()
     };
     let result = ctx.log.commit(c).await;
@@ -180,6 +181,8 @@ pub(super) async fn call_and_commit(
             ctx.shared.processed.fetch_add(1, Ordering::Relaxed);
         }
         Err(e) if e.lease_lost() => return Err(Stop::LeaseLost),
+        // What the call read moved under it: redo it on fresh state.
+        Err(e) if e.state_moved() => return Err(Stop::Conflict(e)),
         Err(e) => match e.class() {
             ErrorClass::Failed => return Err(Stop::Log(e)),
             ErrorClass::Conflict => {

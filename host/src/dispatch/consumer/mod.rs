@@ -215,7 +215,7 @@ fn refresh(ctx: &mut ConsumerCtx, worker: &mut Option<Worker>) {
         .as_ref()
         .is_none_or(|w| w.deployment.load_number != current.deployment.load_number);
     if stale {
-        let overlay = Arc::new(Overlay::new(ctx.log.clone()));
+        let overlay = Arc::new(Overlay::new(ctx.log.clone(), ctx.lease.is_some()));
         let d = current.deployment;
         let settings = InstanceSettings {
             limits: d.settings.limits.clone(),

@@ -804,6 +804,7 @@ impl<'t, 'c> Batch<'t, 'c> {
             resolve_dead_letter,
             requires_state,
             lease,
+            state_read,
         } = commit;
         if group.is_empty() {
             refuse!(LogError::Invalid("a consumer commit needs a group".into()));
@@ -829,6 +830,19 @@ impl<'t, 'c> Batch<'t, 'c> {
                 .is_none()
         {
             refuse!(LogError::StateEntryGone { namespace, key });
+        }
+        for read in state_read {
+            let now = self
+                .t
+                .state
+                .get((read.namespace.as_str(), read.key.as_str()))?
+                .map(|g| g.value().to_vec());
+            if now != read.value {
+                refuse!(LogError::StateMoved {
+                    namespace: read.namespace,
+                    key: read.key,
+                });
+            }
         }
         // Decide everything first ...
         let offset_row = match &offset {
