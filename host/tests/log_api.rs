@@ -561,6 +561,7 @@ fn advance_to(group: &str, topic: &str, partition: u32, next: u64) -> ConsumerCo
             topic: topic.into(),
             partition,
             next,
+            from: None,
         }),
         ..ConsumerCommit::default()
     }
@@ -727,6 +728,7 @@ fn a_commit_with_one_invalid_part_is_refused_whole<L: Backend>() {
             topic: "orders".into(),
             partition: 0,
             next: 1,
+            from: None,
         }),
         emits: vec![
             NewEvent::to_topic("orders", event("emitted-ok")),
@@ -817,6 +819,7 @@ fn a_consumer_commit_writes_all_its_parts_together<L: Backend>() {
             topic: "orders".into(),
             partition: 0,
             next: 1,
+            from: None,
         }),
         emits: vec![
             NewEvent::new(event_of("inv-1", "invoice.created", None)),
@@ -1612,6 +1615,7 @@ fn a_commit_resolving_a_gone_dead_letter_is_refused_whole<L: Backend>() {
         topic: "orders".into(),
         partition: 0,
         next: 3,
+        from: None,
     });
     let refused = h.log.commit(late).wait();
     assert!(
@@ -1748,6 +1752,7 @@ fn a_commit_requiring_a_gone_state_entry_is_refused_whole<L: Backend>() {
             topic: "orders".into(),
             partition: 0,
             next: 1,
+            from: None,
         }),
         emits: vec![NewEvent::to_topic("out", event(&format!("out-{tag}")))],
         state: vec![
@@ -1848,6 +1853,7 @@ fn a_commit_requiring_a_gone_state_entry_is_refused_whole<L: Backend>() {
         topic: "orders".into(),
         partition: 0,
         next: 2,
+        from: None,
     });
     zombie.attempts[0].record = Some(attempt);
     let refused = h.log.commit(zombie).wait();
@@ -2453,6 +2459,47 @@ fn a_commit_whose_read_state_moved_is_refused_whole<L: Backend>() {
     );
 }
 
+
+/// A consumer that read a stale committed offset (a lagging replica, a partition just taken
+/// over) and handled events already committed must not commit them again, even when its
+/// batch goes further than what is committed: the advance names the offset it read from.
+fn a_commit_from_a_stale_offset_is_refused_even_if_it_goes_further<L: Backend>() {
+    let h = Harness::<L>::new();
+    h.publish("orders", (0..6).map(|i| event(&format!("e{i}"))).collect());
+    let from = |from: Option<u64>, next: u64, tag: &str| ConsumerCommit {
+        emits: vec![NewEvent::to_topic("effects", event(&format!("effect-{tag}")))],
+        offset: Some(OffsetAdvance {
+            topic: "orders".into(),
+            partition: 0,
+            next,
+            from,
+        }),
+        group: "billing".into(),
+        ..ConsumerCommit::default()
+    };
+    // No offset yet: an advance that names one is refused.
+    let unregistered = h.log.commit(from(Some(0), 2, "unregistered")).wait();
+    assert!(
+        matches!(unregistered, Err(LogError::OffsetConflict { .. })),
+        "{unregistered:?}"
+    );
+    h.log.commit(from(None, 1, "a")).wait().unwrap();
+    h.log.commit(from(Some(1), 3, "b")).wait().unwrap();
+    // Read at 1, handled 1..5: 3 is committed meanwhile, so this is refused whole.
+    let stale = h.log.commit(from(Some(1), 5, "stale")).wait();
+    assert!(
+        matches!(stale, Err(LogError::OffsetConflict { current: 3, requested: 5, .. })),
+        "{stale:?}"
+    );
+    h.log.commit(from(Some(3), 5, "c")).wait().unwrap();
+    let h = h.reopen();
+    assert_eq!(h.ids("effects", 0), ["effect-a", "effect-b", "effect-c"]);
+    assert_eq!(
+        h.log.committed_offset("billing", "orders", 0).wait().unwrap(),
+        Some(5)
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // leases: logs several daemons share (memory with leases, NATS); redb has none
 
@@ -2730,7 +2777,8 @@ contract_tests! {
         a_released_lease_is_taken_at_the_next_epoch,
         racing_acquisitions_of_one_lease_have_one_winner,
         members_announce_their_groups_and_leave,
-        a_commit_whose_read_state_moved_is_refused_whole;
+        a_commit_whose_read_state_moved_is_refused_whole,
+        a_commit_from_a_stale_offset_is_refused_even_if_it_goes_further;
     async:
         an_async_waiter_wakes_when_an_event_is_appended,
 }

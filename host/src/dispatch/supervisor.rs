@@ -485,6 +485,7 @@ async fn run(env: Env, handle: SupervisorHandle, mut stop: watch::Receiver<bool>
                         partition: key.1,
                         stop: stop_rx,
                         lease: lease.clone(),
+                        committed: std::sync::atomic::AtomicU64::new(0),
                     };
                     let task = tokio::spawn(consumer::run(ctx));
                     consumers.insert(

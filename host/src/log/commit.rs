@@ -116,12 +116,18 @@ pub struct StateKey {
 /// Move a group's committed offset on one partition to `next` (the offset after the event
 /// handled). The log refuses a `next` that does not advance the committed offset — a second
 /// commit for the same event is how a duplicated delivery shows, and refusing it keeps the
-/// call's effects from landing twice — and a `next` beyond the partition's end.
+/// call's effects from landing twice — a `next` beyond the partition's end, and, when `from`
+/// is set, any committed offset other than `from`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OffsetAdvance {
     pub topic: String,
     pub partition: u32,
     pub next: u64,
+    /// The committed offset the commit's calls were read from: the commit lands only if
+    /// that is still the committed offset. Without it, a consumer that read a stale offset
+    /// (a replica lagging behind, a partition just taken over) and handled events already
+    /// committed would commit their effects again as long as its `next` went further.
+    pub from: Option<u64>,
 }
 
 /// A write to a plugin's key-value store: `Some` puts, `None` deletes.

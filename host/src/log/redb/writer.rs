@@ -857,14 +857,14 @@ impl<'t, 'c> Batch<'t, 'c> {
                     .offsets
                     .get((group.as_str(), meta.id, advance.partition))?
                     .map(|g| g.value());
-                if let Some(current) = current
-                    && advance.next <= current
-                {
+                let moved = advance.from.is_some_and(|from| current != Some(from));
+                let behind = current.is_some_and(|current| advance.next <= current);
+                if moved || behind {
                     refuse!(LogError::OffsetConflict {
                         group,
                         topic: advance.topic.clone(),
                         partition: advance.partition,
-                        current,
+                        current: current.unwrap_or(0),
                         requested: advance.next,
                     });
                 }
