@@ -486,6 +486,7 @@ async fn run(env: Env, handle: SupervisorHandle, mut stop: watch::Receiver<bool>
                         stop: stop_rx,
                         lease: lease.clone(),
                         committed: std::sync::atomic::AtomicU64::new(0),
+                        survived: Mutex::new(None),
                     };
                     let task = tokio::spawn(consumer::run(ctx));
                     consumers.insert(
