@@ -447,3 +447,57 @@ fn with_a_token_the_page_asks_for_it_and_refuses_a_wrong_one() {
     let url = b.rt.block_on(b.client().current_url()).unwrap();
     assert!(!url.as_str().contains("s3cret"), "{url}");
 }
+
+/// With `protect-reads`, reads need the token too: the console's own files are
+/// still served (a navigation cannot carry a header), the page asks for the token
+/// on the first refused read, and the live tail — which `EventSource` could not
+/// authorize — streams with it as a header.
+#[test]
+fn with_protected_reads_the_page_reads_and_tails_with_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("evhost.toml");
+    std::fs::write(&config, "[api]\ntoken = \"r3ad\"\nprotect-reads = true\n").unwrap();
+    let d = Daemon::start(
+        &dir.path().join("data"),
+        Options {
+            config: Some(config),
+            ..Options::default()
+        },
+    );
+    let (status, headers, html) =
+        daemon_support::request_full("GET", &format!("{}/ui/", d.url), &[], None);
+    assert_eq!(status, 200, "{html}");
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k == "content-type" && v.starts_with("text/html")),
+        "{headers:?}"
+    );
+    assert_eq!(d.get("/v1/topics").0, 401);
+    let auth = [
+        ("authorization", "Bearer r3ad"),
+        ("content-type", "application/cloudevents+json"),
+    ];
+    let publish = |id: &str| {
+        let e = json!({"specversion": "1.0", "type": "order.placed", "source": "test",
+            "id": id, "data": {}});
+        let (status, body) = d.request("POST", "/v1/events", &auth, Some(e.to_string().as_bytes()));
+        assert_eq!(status, 201, "{body}");
+    };
+    publish("first");
+
+    let b = Browser::open("protected-reads", &d);
+    b.goto("/ui/#/topics/order-events");
+    b.wait_text(
+        "#token-reason",
+        "Authorization: Bearer",
+        Duration::from_secs(10),
+    );
+    b.fill("#token-input", "r3ad");
+    b.click("#token-ok");
+    b.wait_text("#read-events", "first", Duration::from_secs(10));
+    b.wait_text("#tail-state", "live", Duration::from_secs(10));
+    publish("second");
+    b.wait_text("#tail-events", "second", Duration::from_secs(2));
+    b.screenshot("tail");
+}
