@@ -205,6 +205,8 @@ pub struct PluginStatus {
     pub consumer_restarts: u64,
     /// Why the last one ended.
     pub consumer_error: Option<String>,
+    /// What the operator granted the running version.
+    pub grants: Grants,
 }
 
 /// Errors of dispatcher operations (not of plugin calls, which end up in

@@ -277,6 +277,7 @@ impl SupervisorHandle {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .clone(),
+            grants: d.settings.grants.clone(),
         }
     }
 }
