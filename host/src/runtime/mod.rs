@@ -396,7 +396,7 @@ impl Runtime {
 /// refused at load, so no plugin takes more than its share of the pool.
 /// Memories are the costly part: each pooled memory reserves ~4 GiB of
 /// address space (see `pooling`).
-const CORE_INSTANCES_PER_COMPONENT: u32 = 8;
+const CORE_INSTANCES_PER_COMPONENT: u32 = 20;
 const MEMORIES_PER_COMPONENT: u32 = 2;
 const TABLES_PER_COMPONENT: u32 = 4;
 
