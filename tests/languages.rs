@@ -142,7 +142,7 @@ fn python_and_js_plugins_emit_keep_state_and_park_bad_input_with_their_message()
         assert_eq!(letter["error_kind"], "rejected", "{letter}");
         assert_eq!(
             letter["message"],
-            format!("user.created {id} has no name: {{\"email\":\"x@y.z\"}}"),
+            format!("rejected: user.created {id} has no name: {{\"email\":\"x@y.z\"}}"),
             "{letter}"
         );
     }
