@@ -42,6 +42,7 @@ fn python_and_js_plugins_emit_keep_state_and_park_bad_input_with_their_message()
     let tmp = tempfile::tempdir().unwrap();
     let plugins = tmp.path().join("plugins");
     std::fs::create_dir_all(&plugins).unwrap();
+    let plugins = plugins.canonicalize().unwrap();
     for name in ["greeter-py", "greeter-js"] {
         std::fs::copy(
             languages::lang_plugin(name),
@@ -54,7 +55,7 @@ fn python_and_js_plugins_emit_keep_state_and_park_bad_input_with_their_message()
     let d = Daemon::start(
         &tmp.path().join("data"),
         Options {
-            plugins: Some(plugins),
+            plugins: Some(plugins.clone()),
             ..Options::default()
         },
     );
@@ -144,6 +145,53 @@ fn python_and_js_plugins_emit_keep_state_and_park_bad_input_with_their_message()
             letter["message"],
             format!("rejected: user.created {id} has no name: {{\"email\":\"x@y.z\"}}"),
             "{letter}"
+        );
+    }
+    assert_eq!(events_of(&d, "greeting-events").len(), 2);
+
+    // The operator takes the state grant away: the daemon refuses the call
+    // with the message the SDKs' test hosts give for the same sidecar
+    // (plugin-sdk/{python,js} tests), and parks the event.
+    let loads = |d: &Daemon| -> Vec<u64> {
+        d.get("/v1/plugins").1["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p["load_number"].as_u64())
+            .collect()
+    };
+    let before = loads(&d).into_iter().max().unwrap();
+    for name in ["greeter-py", "greeter-js"] {
+        drop_state_grant(&plugins.join(format!("{name}.toml")));
+    }
+    assert!(
+        support::wait_for(DEADLINE, || loads(&d)
+            .iter()
+            .filter(|&&n| n > before)
+            .count()
+            == 2),
+        "both reloaded: {}",
+        d.get("/v1/plugins").1
+    );
+    let (status, body) = d.publish(&event("user.created", json!({"name": "Grace"})));
+    assert_eq!(status, 201, "{body}");
+    for name in ["greeter-py", "greeter-js"] {
+        let mut letters = Vec::new();
+        assert!(
+            support::wait_for(DEADLINE, || {
+                letters = dead_letters(&d, name);
+                letters.len() == 2
+            }),
+            "{name} parks the event: {letters:?}"
+        );
+        let sidecar = plugins.join(format!("{name}.toml"));
+        assert!(
+            letters.iter().any(|l| l["message"]
+                == format!(
+                    "rejected: plugin `{name}` has no `state` grant; add \"state = true\" under [grants] in {}",
+                    sidecar.display()
+                )),
+            "{letters:?}"
         );
     }
     assert_eq!(events_of(&d, "greeting-events").len(), 2);
