@@ -251,6 +251,11 @@ fn a_new_python_project_passes_its_test_builds_and_its_test_host_enforces_the_si
     let wasm = python::compile_with(&dir, &languages::componentize_py()).unwrap();
     let info = check(&wasm);
     assert_eq!(info["name"], "invoice-ledger", "{info}");
+    assert_eq!(
+        info["subscriptions"],
+        json!([{"topic": "invoice-ledger-events", "event_type": "invoice-ledger.requested"}])
+    );
+    assert_eq!(info["retry"]["max_attempts"], 3, "{info}");
 
     // Without the grant its handler needs, the test host fails the call the
     // way the daemon does: a reject naming the grant and the sidecar.
@@ -288,6 +293,11 @@ fn a_new_js_project_passes_its_test_builds_and_its_test_host_enforces_the_sideca
     let wasm = js::compile_with(&dir, &languages::jco()).unwrap();
     let info = check(&wasm);
     assert_eq!(info["name"], "invoice-ledger", "{info}");
+    assert_eq!(
+        info["subscriptions"],
+        json!([{"topic": "invoice-ledger-events", "event_type": "invoice-ledger.requested"}])
+    );
+    assert_eq!(info["retry"]["max_attempts"], 3, "{info}");
 
     let sidecar = dir.join("invoice-ledger.toml");
     drop_state_grant(&sidecar);

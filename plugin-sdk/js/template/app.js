@@ -5,7 +5,13 @@
 // dead-letter store with this plugin's message).
 import { OutgoingEvent, Plugin, Reject } from './evhost-sdk/index.js';
 
-export const plugin = new Plugin({ name: '__NAME__', version: '0.1.0', subscribe: [['__NAME__-events', '__NAME__.requested']] });
+export const plugin = new Plugin({
+  name: '__NAME__',
+  version: '0.1.0',
+  subscribe: [['__NAME__-events', '__NAME__.requested']],
+  // A `Retry` (or an unexpected exception) is tried 3 times in all, then parked.
+  retry: { maxAttempts: 3 },
+});
 
 plugin.handler((event, cx) => {
   const data = event.json();

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Tuple
@@ -75,13 +76,13 @@ class Plugin:
         """The class componentize-py instantiates (assign it to ``WitWorld`` in
         the app module). Outside a component, where the generated bindings do
         not exist, a placeholder that says so when used."""
-        try:
-            from . import _wasm
-        except ImportError:
+        if importlib.util.find_spec("wit_world") is None:
 
             class NotInAComponent:
                 def __init__(self) -> None:
                     raise RuntimeError("WitWorld only works inside a component built by componentize-py")
 
             return NotInAComponent
+        from . import _wasm
+
         return _wasm.world_class(self)

@@ -4,9 +4,15 @@ Handles `__NAME__.requested` events: counts them in state, emits
 `__NAME__.done`, and rejects an event without an `item` (it goes to the
 dead-letter store with this plugin's message)."""
 
-from evhost_sdk import Context, Event, OutgoingEvent, Plugin, Reject
+from evhost_sdk import Context, Event, OutgoingEvent, Plugin, Reject, RetryPolicy
 
-plugin = Plugin("__NAME__", version="0.1.0", subscribe=[("__NAME__-events", "__NAME__.requested")])
+plugin = Plugin(
+    "__NAME__",
+    version="0.1.0",
+    subscribe=[("__NAME__-events", "__NAME__.requested")],
+    # A `Retry` (or an unexpected exception) is tried 3 times in all, then parked.
+    retry=RetryPolicy(max_attempts=3),
+)
 
 
 @plugin.handler
