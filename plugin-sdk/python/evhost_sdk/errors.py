@@ -45,34 +45,33 @@ class Reject(HandlerError):
     kind = "reject"
 
 
-class SdkError(Reject):
+class SdkError(HandlerError):
     """A failure reported by an SDK helper. Raised out of a handler it is a
-    handler error of its own kind: a failing state call is a retry (the store
-    may recover), everything else is deterministic and a reject."""
+    handler error of its own kind: a failing state call is a :class:`Retry`
+    (the store may recover), everything else is deterministic and a
+    :class:`Reject`."""
 
 
-class MissingData(SdkError):
+class MissingData(SdkError, Reject):
     """The event carries no payload."""
 
     def __init__(self) -> None:
         super().__init__("the event has no data")
 
 
-class JsonError(SdkError):
+class JsonError(SdkError, Reject):
     """A value did not encode to or decode from JSON."""
 
 
-class EmitRefused(SdkError):
+class EmitRefused(SdkError, Reject):
     """The host refused an emit (invalid event, or its type is not granted)."""
 
     def __init__(self, message: str):
         super().__init__(f"emit refused: {message}")
 
 
-class StateFailed(SdkError):
+class StateFailed(SdkError, Retry):
     """The host's state store failed (or the plugin lacks the ``state`` grant)."""
-
-    kind = "retry"
 
     def __init__(self, message: str):
         super().__init__(f"state store failed: {message}")

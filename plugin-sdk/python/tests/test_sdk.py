@@ -158,8 +158,8 @@ def test_unknown_sidecar_keys_are_named(tmp_path):
 
 
 def test_sdk_errors_have_the_rust_sdk_kinds():
-    assert StateFailed("disk full").kind == "retry"
-    assert EmitRefused("no").kind == "reject"
+    assert StateFailed("disk full").kind == "retry" and isinstance(StateFailed("x"), Retry)
+    assert EmitRefused("no").kind == "reject" and isinstance(EmitRefused("x"), Reject)
     p = Plugin("json-reader")
 
     @p.handler
