@@ -176,7 +176,10 @@ mod tests {
             "{sidecar}"
         );
         let app = std::fs::read_to_string(dir.join("app.py")).unwrap();
-        assert!(app.contains(r#"Plugin("invoice-ledger""#) && !app.contains("__NAME__"));
+        assert!(
+            app.contains(r#""invoice-ledger","#) && !app.contains("__NAME__"),
+            "{app}"
+        );
         for (rel, _) in SDK {
             assert!(dir.join(rel).is_file(), "{rel}");
         }
