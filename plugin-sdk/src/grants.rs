@@ -36,7 +36,8 @@ pub struct GrantsSpec {
 /// assert!(evhost_sdk::grants::sidecar_grants("[grants]\nemitt = []").unwrap_err().contains("emitt"));
 /// ```
 pub fn sidecar_grants(text: &str) -> Result<GrantsSpec, String> {
-    let mut table: toml::Table = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())?;
+    let mut table: toml::Table =
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())?;
     let spec: GrantsSpec = match table.remove("grants") {
         None => GrantsSpec::default(),
         Some(value) => value
@@ -140,7 +141,10 @@ impl EmitGrant {
         } else {
             format!("its `emit` grant allows {}", self.patterns.join(", "))
         };
-        format!("plugin `{plugin}` may not emit type `{ty}`: {has}{}", suffix(how))
+        format!(
+            "plugin `{plugin}` may not emit type `{ty}`: {has}{}",
+            suffix(how)
+        )
     }
 }
 

@@ -61,6 +61,8 @@ extern crate self as evhost_sdk;
 mod context;
 mod error;
 mod event;
+#[cfg(not(target_family = "wasm"))]
+pub mod grants;
 mod host;
 mod idempotency;
 mod info;
@@ -68,8 +70,6 @@ mod level;
 mod macros;
 mod name;
 mod outgoing;
-#[cfg(not(target_family = "wasm"))]
-pub mod grants;
 pub mod testing;
 
 #[cfg(target_family = "wasm")]

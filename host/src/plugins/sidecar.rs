@@ -49,16 +49,9 @@ struct RetrySpec {
     jitter: Option<f64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct GrantsSpec {
-    /// Event-type globs the plugin may emit.
-    #[serde(default)]
-    emit: Vec<String>,
-    /// May use the `state` interface.
-    #[serde(default)]
-    state: bool,
-}
+/// `[grants]`: defined in the SDK, so that `TestHost::with_sidecar` reads and
+/// enforces exactly what the daemon does.
+use evhost_sdk::grants::GrantsSpec;
 
 impl Sidecar {
     /// Reads and parses a sidecar file; the error message names the file and the key.
@@ -91,10 +84,8 @@ impl Sidecar {
                 })?;
             }
         }
-        for pattern in &self.grants.emit {
-            globset::Glob::new(pattern)
-                .map_err(|e| format!("grants.emit: pattern {pattern:?} is invalid: {e}"))?;
-        }
+        evhost_sdk::grants::EmitGrant::new(self.grants.emit.clone())
+            .map_err(|e| format!("grants.emit: {e}"))?;
         if self.concurrency == Some(0) {
             return Err("concurrency must be at least 1".into());
         }

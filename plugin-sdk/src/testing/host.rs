@@ -159,11 +159,13 @@ impl TestHost {
     pub fn with_sidecar(mut self, path: impl AsRef<std::path::Path>) -> Self {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
-            panic!("TestHost::with_sidecar: cannot read {}: {e}", path.display())
+            panic!(
+                "TestHost::with_sidecar: cannot read {}: {e}",
+                path.display()
+            )
         });
-        let spec = crate::grants::sidecar_grants(&text).unwrap_or_else(|e| {
-            panic!("TestHost::with_sidecar: {}: {e}", path.display())
-        });
+        let spec = crate::grants::sidecar_grants(&text)
+            .unwrap_or_else(|e| panic!("TestHost::with_sidecar: {}: {e}", path.display()));
         let emit = crate::grants::EmitGrant::new(spec.emit)
             .unwrap_or_else(|e| panic!("TestHost::with_sidecar: {}: {e}", path.display()));
         if self.plugin_name == "test-plugin"
@@ -434,6 +436,7 @@ struct CallHost<'a> {
 }
 
 impl CallHost<'_> {
+    #[cfg(not(target_family = "wasm"))]
     fn refuse(&mut self, message: String) -> String {
         self.refused.get_or_insert_with(|| message.clone());
         message
@@ -720,9 +723,15 @@ mod tests {
         let (path, _cleanup) = sidecar("[grants]\nemit = []\n");
         let mut host = TestHost::new().with_plugin_name("p").with_sidecar(&path);
         let err = host
-            .deliver(|_, cx| Ok(cx.state_get::<u32>("n").map(drop)?), TestEvent::new("x.y"))
+            .deliver(
+                |_, cx| Ok(cx.state_get::<u32>("n").map(drop)?),
+                TestEvent::new("x.y"),
+            )
             .unwrap_err();
-        assert!(err.message().contains("plugin `p` has no `state` grant"), "{err:?}");
+        assert!(
+            err.message().contains("plugin `p` has no `state` grant"),
+            "{err:?}"
+        );
         let (granted, _cleanup) = sidecar("[grants]\nstate = true\n");
         let mut host = TestHost::new().with_sidecar(&granted);
         host.deliver(|_, cx| Ok(cx.state_set("n", &1)?), TestEvent::new("x.y"))
