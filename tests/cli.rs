@@ -550,7 +550,12 @@ fn evhost_build_says_what_is_missing_and_shows_a_failed_build_once() {
     let mut cmd = author_cmd(&broken, &["build"]);
     cmd.env("CARGO_TARGET_DIR", tmp.path().join("target"));
     let err = failed_with(&cmd.output().unwrap());
-    assert_eq!(err.matches("this file contains an unclosed delimiter").count(), 1, "{err}");
+    assert_eq!(
+        err.matches("this file contains an unclosed delimiter")
+            .count(),
+        1,
+        "{err}"
+    );
     assert!(
         err.contains("cargo build failed in") && err.contains("its output is above"),
         "{err}"
