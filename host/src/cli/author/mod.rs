@@ -154,12 +154,20 @@ pub fn cache_dir() -> Option<PathBuf> {
         .or_else(|| env("HOME").map(|d| d.join(".cache/evhost/components")))
 }
 
-/// A runtime for the author commands, with the compile cache.
+/// A runtime for the author commands, with the compile cache when it can
+/// be used (an unwritable cache only costs compile time: said, then skipped).
 pub fn runtime() -> anyhow::Result<Runtime> {
-    Ok(Runtime::new(RuntimeConfig {
+    let with_cache = RuntimeConfig {
         cache_dir: cache_dir(),
         ..RuntimeConfig::default()
-    })?)
+    };
+    match Runtime::new(with_cache) {
+        Err(e @ crate::runtime::RuntimeError::Cache { .. }) => {
+            eprintln!("note: {e}; compiling without it");
+            Ok(Runtime::new(RuntimeConfig::default())?)
+        }
+        other => Ok(other?),
+    }
 }
 
 /// What `build` produced.
