@@ -528,4 +528,32 @@ mod tests {
         // No temporary file is left behind.
         assert_eq!(std::fs::read_dir(dir.path().join("p")).unwrap().count(), 1);
     }
+
+    #[test]
+    fn deploy_installs_both_files_skips_unchanged_ones_and_names_lookalikes() {
+        let dir = tempfile::tempdir().unwrap();
+        let dist = dir.path().join("dist");
+        std::fs::create_dir(&dist).unwrap();
+        std::fs::write(dist.join("invoice-ledger.wasm"), "v1").unwrap();
+        std::fs::write(dist.join("invoice-ledger.toml"), "[grants]\n").unwrap();
+        let built = Built {
+            name: "invoice-ledger".into(),
+            version: "0.1.0".into(),
+            wasm: dist.join("invoice-ledger.wasm"),
+            sidecar: Some(dist.join("invoice-ledger.toml")),
+        };
+        let plugins = dir.path().join("plugins");
+        let d = deploy(&built, &plugins).unwrap();
+        assert!(d.wasm_changed && d.sidecar_changed && d.lookalikes.is_empty());
+        assert_eq!(
+            std::fs::read_to_string(plugins.join("invoice-ledger.toml")).unwrap(),
+            "[grants]\n"
+        );
+        std::fs::write(plugins.join("invoice_ledger.wasm"), "cargo's name").unwrap();
+        std::fs::write(dist.join("invoice-ledger.wasm"), "v2").unwrap();
+        let d = deploy(&built, &plugins).unwrap();
+        assert!(d.wasm_changed && !d.sidecar_changed);
+        assert_eq!(d.lookalikes, [plugins.join("invoice_ledger.wasm")]);
+        assert_eq!(std::fs::read_to_string(&d.wasm).unwrap(), "v2");
+    }
 }
