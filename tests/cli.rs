@@ -402,11 +402,18 @@ fn plugin_digest(d: &Daemon, name: &str) -> Option<String> {
 /// Publishes `invoice-ledger.created` with `n` and returns the data of the
 /// `invoice-ledger.handled` event the plugin emitted for it.
 fn handled(d: &Daemon, n: u64) -> Value {
-    let (status, body) = d.publish(&daemon_support::event(
-        "invoice-ledger.created",
-        serde_json::json!({ "n": n }),
+    // As the README says: `evhost publish`, the topic derived from the type.
+    let data = format!(r#"{{"n": {n}}}"#);
+    ok(&evhost(
+        &d.url,
+        &[
+            "publish",
+            "--type",
+            "invoice-ledger.created",
+            "--data",
+            &data,
+        ],
     ));
-    assert_eq!(status, 201, "{body}");
     let mut data = Value::Null;
     assert!(
         wait_for(Duration::from_secs(60), || {
