@@ -47,7 +47,7 @@
 //! - `level` — [`Level`] of log lines.
 //! - `macros` — [`plugin!`].
 //! - `name` — the naming rule: [`NAME_RULE`], [`check_name`], [`suggest_name`].
-//! - [`grants`] (native only) — a sidecar's `[grants]`, shared with the daemon.
+//! - [`sidecar`] (native only) — a sidecar's `[grants]` and `[config]`, shared with the daemon.
 //! - [`testing`] — the native harness: [`testing::TestHost`], [`testing::TestEvent`].
 //! - `host` — the private seam between [`Context`] and its two hosts;
 //!   `wasm` (Wasm only) implements it over the WIT imports generated in
@@ -61,8 +61,6 @@ extern crate self as evhost_sdk;
 mod context;
 mod error;
 mod event;
-#[cfg(not(target_family = "wasm"))]
-pub mod grants;
 mod host;
 mod idempotency;
 mod info;
@@ -70,6 +68,8 @@ mod level;
 mod macros;
 mod name;
 mod outgoing;
+#[cfg(not(target_family = "wasm"))]
+pub mod sidecar;
 pub mod testing;
 
 #[cfg(target_family = "wasm")]

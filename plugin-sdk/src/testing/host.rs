@@ -46,7 +46,7 @@ pub struct TestHost {
 #[cfg(not(target_family = "wasm"))]
 #[derive(Debug, Clone)]
 struct SidecarGrants {
-    emit: crate::grants::EmitGrant,
+    emit: crate::sidecar::EmitGrant,
     state: bool,
     file: std::path::PathBuf,
 }
@@ -127,8 +127,9 @@ impl TestHost {
         }
     }
 
-    /// Enforces the `[grants]` of the operator's sidecar file at `path`, as
-    /// the daemon does: an emit of a type the sidecar does not grant, or a
+    /// Takes the operator's sidecar file at `path`: its `[config]` values
+    /// (those not set by [`with_config`](Self::with_config) already) and its
+    /// `[grants]`, enforced as the daemon does: an emit of a type the sidecar does not grant, or a
     /// `state` access without `state = true`, fails the call with the
     /// daemon's message (a *reject*; nothing is committed), whatever the
     /// handler makes of the error. Without a sidecar, `TestHost` grants
@@ -164,9 +165,15 @@ impl TestHost {
                 path.display()
             )
         });
-        let spec = crate::grants::sidecar_grants(&text)
+        let spec = crate::sidecar::sidecar_grants(&text)
             .unwrap_or_else(|e| panic!("TestHost::with_sidecar: {}: {e}", path.display()));
-        let emit = crate::grants::EmitGrant::new(spec.emit)
+        // The operator's config as the plugin would read it; `with_config` wins.
+        let config = crate::sidecar::sidecar_config(&text)
+            .unwrap_or_else(|e| panic!("TestHost::with_sidecar: {}: {e}", path.display()));
+        for (key, value) in config {
+            self.config.entry(key).or_insert(value);
+        }
+        let emit = crate::sidecar::EmitGrant::new(spec.emit)
             .unwrap_or_else(|e| panic!("TestHost::with_sidecar: {}: {e}", path.display()));
         if self.plugin_name == "test-plugin"
             && let Some(stem) = path.file_stem()
@@ -446,7 +453,7 @@ impl CallHost<'_> {
     fn check_emit(&mut self, ty: &str) -> Result<(), String> {
         match self.grants {
             Some(g) if !g.emit.allows(ty) => {
-                let how = format!("{} in {}", crate::grants::emit_edit(ty), g.file.display());
+                let how = format!("{} in {}", crate::sidecar::emit_edit(ty), g.file.display());
                 let message = g.emit.refusal(self.plugin_name, ty, &how);
                 Err(self.refuse(message))
             }
@@ -458,8 +465,8 @@ impl CallHost<'_> {
     fn check_state(&mut self) -> Result<(), String> {
         match self.grants {
             Some(g) if !g.state => {
-                let how = format!("{} in {}", crate::grants::STATE_EDIT, g.file.display());
-                let message = crate::grants::state_refusal(self.plugin_name, &how);
+                let how = format!("{} in {}", crate::sidecar::STATE_EDIT, g.file.display());
+                let message = crate::sidecar::state_refusal(self.plugin_name, &how);
                 Err(self.refuse(message))
             }
             _ => Ok(()),
@@ -687,8 +694,21 @@ mod tests {
 
     #[test]
     fn a_sidecar_refuses_an_ungranted_emit_with_the_daemons_words_and_commits_nothing() {
-        let (path, _cleanup) = sidecar("timeout = \"1s\"\n[grants]\nemit = [\"ledger.*\"]\n");
-        let mut host = TestHost::new().with_sidecar(&path);
+        let (path, _cleanup) = sidecar(
+            "timeout = \"1s\"\n[grants]\nemit = [\"ledger.*\"]\n[config]\ncurrency = \"EUR\"\nlimit = 3\n",
+        );
+        let mut host = TestHost::new()
+            .with_config("limit", "5")
+            .with_sidecar(&path);
+        host.deliver(
+            |_, cx| {
+                assert_eq!(cx.config("currency").as_deref(), Some("EUR"));
+                assert_eq!(cx.config("limit").as_deref(), Some("5"));
+                Ok(())
+            },
+            TestEvent::new("x.y"),
+        )
+        .unwrap();
         // The handler swallows the error: the call still fails, as in the daemon.
         let err = host
             .deliver(

@@ -1,9 +1,12 @@
-//! The capability grants of an operator's sidecar (`[grants]` in `NAME.toml`)
-//! and how they are enforced: the one definition shared by the daemon and by
+//! The parts of an operator's sidecar (`NAME.toml`) that a plugin's tests
+//! need as much as the daemon: the capability grants (`[grants]`) and how
+//! they are enforced, and the `[config]` values. The one definition shared by
+//! the daemon and by
 //! [`TestHost::with_sidecar`](crate::testing::TestHost::with_sidecar), so a
-//! test refuses exactly what the daemon refuses, with the same words.
-//! Native targets only (the host side; a plugin never reads its grants).
+//! test refuses exactly what the daemon refuses, with the same words, and
+//! reads the same config. Native targets only (the host side).
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
@@ -12,7 +15,7 @@ use serde::Deserialize;
 /// The `[grants]` table of a sidecar. Unknown keys are refused by name.
 ///
 /// ```
-/// let grants = evhost_sdk::grants::sidecar_grants("[grants]\nemit = [\"a.*\"]\n").unwrap();
+/// let grants = evhost_sdk::sidecar::sidecar_grants("[grants]\nemit = [\"a.*\"]\n").unwrap();
 /// assert_eq!(grants.emit, ["a.*"]);
 /// assert!(!grants.state);
 /// ```
@@ -31,27 +34,76 @@ pub struct GrantsSpec {
 /// the whole file; the other keys do not matter to grants).
 ///
 /// ```
-/// let grants = evhost_sdk::grants::sidecar_grants("timeout = \"1s\"\n[grants]\nstate = true\n").unwrap();
+/// let grants = evhost_sdk::sidecar::sidecar_grants("timeout = \"1s\"\n[grants]\nstate = true\n").unwrap();
 /// assert!(grants.state && grants.emit.is_empty());
-/// assert!(evhost_sdk::grants::sidecar_grants("[grants]\nemitt = []").unwrap_err().contains("emitt"));
+/// assert!(evhost_sdk::sidecar::sidecar_grants("[grants]\nemitt = []").unwrap_err().contains("emitt"));
 /// ```
 pub fn sidecar_grants(text: &str) -> Result<GrantsSpec, String> {
+    Ok(parse(text)?.0)
+}
+
+/// Reads only the `[config]` table of a sidecar's text, as the plugin sees
+/// it: every value a string (see [`config_value`]).
+///
+/// ```
+/// let config = evhost_sdk::sidecar::sidecar_config("[config]\ngreeting = \"Hej\"\ntimes = 3\n").unwrap();
+/// assert_eq!(config["greeting"], "Hej");
+/// assert_eq!(config["times"], "3");
+/// ```
+pub fn sidecar_config(text: &str) -> Result<BTreeMap<String, String>, String> {
+    Ok(parse(text)?.1)
+}
+
+fn parse(text: &str) -> Result<(GrantsSpec, BTreeMap<String, String>), String> {
     let mut table: toml::Table =
         toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())?;
-    let spec: GrantsSpec = match table.remove("grants") {
+    let grants: GrantsSpec = match table.remove("grants") {
         None => GrantsSpec::default(),
         Some(value) => value
             .try_into()
             .map_err(|e: toml::de::Error| format!("grants: {}", e.to_string().trim_end()))?,
     };
-    EmitGrant::new(spec.emit.clone()).map_err(|e| format!("grants.emit: {e}"))?;
-    Ok(spec)
+    EmitGrant::new(grants.emit.clone()).map_err(|e| format!("grants.emit: {e}"))?;
+    let config = match table.remove("config") {
+        None => BTreeMap::new(),
+        Some(toml::Value::Table(t)) => t
+            .iter()
+            .map(|(k, v)| {
+                let value = config_value(v).map_err(|e| format!("config.{k}: {e}"))?;
+                Ok((k.clone(), value))
+            })
+            .collect::<Result<_, String>>()?,
+        Some(_) => return Err("config: expected a table".into()),
+    };
+    Ok((grants, config))
+}
+
+/// A `[config]` value as the plugin reads it: plugins read config values as
+/// strings, so scalars written the TOML way are converted; arrays and tables
+/// are refused.
+///
+/// ```
+/// use evhost_sdk::sidecar::config_value;
+/// assert_eq!(config_value(&toml::Value::Boolean(true)).unwrap(), "true");
+/// assert!(config_value(&toml::Value::Array(vec![])).is_err());
+/// ```
+pub fn config_value(value: &toml::Value) -> Result<String, String> {
+    match value {
+        toml::Value::String(s) => Ok(s.clone()),
+        toml::Value::Integer(i) => Ok(i.to_string()),
+        toml::Value::Float(f) => Ok(f.to_string()),
+        toml::Value::Boolean(b) => Ok(b.to_string()),
+        toml::Value::Datetime(d) => Ok(d.to_string()),
+        toml::Value::Array(_) | toml::Value::Table(_) => {
+            Err("values must be strings, numbers or booleans".into())
+        }
+    }
 }
 
 /// An emit pattern that is not a valid glob.
 ///
 /// ```
-/// let err = evhost_sdk::grants::EmitGrant::new(vec!["a[".into()]).unwrap_err();
+/// let err = evhost_sdk::sidecar::EmitGrant::new(vec!["a[".into()]).unwrap_err();
 /// assert!(err.to_string().contains("a["));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,7 +124,7 @@ impl std::error::Error for PatternError {}
 /// `{a,b}`); none matches nothing.
 ///
 /// ```
-/// let grant = evhost_sdk::grants::EmitGrant::new(vec!["invoice.*".into()]).unwrap();
+/// let grant = evhost_sdk::sidecar::EmitGrant::new(vec!["invoice.*".into()]).unwrap();
 /// assert!(grant.allows("invoice.created") && !grant.allows("order.created"));
 /// ```
 #[derive(Debug, Clone, Default)]
@@ -85,7 +137,7 @@ impl EmitGrant {
     /// Compiles the patterns.
     ///
     /// ```
-    /// assert!(!evhost_sdk::grants::EmitGrant::new(vec![]).unwrap().allows("a.b"));
+    /// assert!(!evhost_sdk::sidecar::EmitGrant::new(vec![]).unwrap().allows("a.b"));
     /// ```
     pub fn new(patterns: Vec<String>) -> Result<Self, PatternError> {
         if patterns.is_empty() {
@@ -111,7 +163,7 @@ impl EmitGrant {
     /// Whether an event of type `ty` may be emitted.
     ///
     /// ```
-    /// let all = evhost_sdk::grants::EmitGrant::new(vec!["*".into()]).unwrap();
+    /// let all = evhost_sdk::sidecar::EmitGrant::new(vec!["*".into()]).unwrap();
     /// assert!(all.allows("anything.at-all"));
     /// ```
     pub fn allows(&self, ty: &str) -> bool {
@@ -121,7 +173,7 @@ impl EmitGrant {
     /// The patterns as given.
     ///
     /// ```
-    /// let grant = evhost_sdk::grants::EmitGrant::new(vec!["a.*".into()]).unwrap();
+    /// let grant = evhost_sdk::sidecar::EmitGrant::new(vec!["a.*".into()]).unwrap();
     /// assert_eq!(grant.patterns(), ["a.*"]);
     /// ```
     pub fn patterns(&self) -> &[String] {
@@ -132,7 +184,7 @@ impl EmitGrant {
     /// grant it and is appended after "; ".
     ///
     /// ```
-    /// let none = evhost_sdk::grants::EmitGrant::default();
+    /// let none = evhost_sdk::sidecar::EmitGrant::default();
     /// assert_eq!(none.refusal("p", "a.b", ""), "plugin `p` may not emit type `a.b`: it has no `emit` grant");
     /// ```
     pub fn refusal(&self, plugin: &str, ty: &str, how: &str) -> String {
@@ -151,7 +203,7 @@ impl EmitGrant {
 /// What an operator writes in the sidecar to grant an emit of `ty`.
 ///
 /// ```
-/// assert!(evhost_sdk::grants::emit_edit("a.b").contains("\"a.b\""));
+/// assert!(evhost_sdk::sidecar::emit_edit("a.b").contains("\"a.b\""));
 /// ```
 pub fn emit_edit(ty: &str) -> String {
     format!("add \"{ty}\" (or a pattern matching it) to emit under [grants]")
@@ -160,14 +212,14 @@ pub fn emit_edit(ty: &str) -> String {
 /// What an operator writes in the sidecar to grant `state`.
 ///
 /// ```
-/// assert!(evhost_sdk::grants::STATE_EDIT.contains("state = true"));
+/// assert!(evhost_sdk::sidecar::STATE_EDIT.contains("state = true"));
 /// ```
 pub const STATE_EDIT: &str = "add \"state = true\" under [grants]";
 
 /// Why a `state` access is refused; `how` as in [`EmitGrant::refusal`].
 ///
 /// ```
-/// assert_eq!(evhost_sdk::grants::state_refusal("p", ""), "plugin `p` has no `state` grant");
+/// assert_eq!(evhost_sdk::sidecar::state_refusal("p", ""), "plugin `p` has no `state` grant");
 /// ```
 pub fn state_refusal(plugin: &str, how: &str) -> String {
     format!("plugin `{plugin}` has no `state` grant{}", suffix(how))
