@@ -1,14 +1,14 @@
 // A plugin: its name, version, subscriptions, retry policy and handler.
-const NAME = /^[a-z0-9][a-z0-9-]{0,63}$/;
+const NAME = /^[a-z][a-z0-9-]{0,63}$/;
 
 /** Checks the one naming rule — 1 to 64 lowercase letters, digits or '-',
  * not starting with '-' — and returns `name`; otherwise throws an error that
  * suggests a valid name. */
 export function checkName(name) {
   if (NAME.test(name)) return name;
-  const suggestion = String(name).toLowerCase().replace(/[^a-z0-9-]+/g, '-').replace(/^-+/, '').slice(0, 64) || 'my-plugin';
+  const suggestion = String(name).toLowerCase().replace(/[^a-z0-9-]+/g, '-').replace(/^[-0-9]+/, '').slice(0, 64) || 'my-plugin';
   throw new Error(
-    `plugin name ${JSON.stringify(name)} must be 1 to 64 lowercase letters, digits or '-', not starting with '-'; try ${JSON.stringify(suggestion)}`,
+    `plugin name ${JSON.stringify(name)} must be 1 to 64 lowercase letters, digits or '-', starting with a letter; try ${JSON.stringify(suggestion)}`,
   );
 }
 

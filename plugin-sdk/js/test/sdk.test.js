@@ -174,7 +174,7 @@ test('globs follow the daemon syntax', () => {
 
 test('the naming rule suggests a valid name', () => {
   assert.equal(checkName('invoice-ledger'), 'invoice-ledger');
-  for (const bad of ['Invoice_Ledger', '-x', '', 'a'.repeat(65)]) assert.throws(() => checkName(bad), /lowercase letters/);
+  for (const bad of ['Invoice_Ledger', '-x', '2fa', '', 'a'.repeat(65)]) assert.throws(() => checkName(bad), /lowercase letters/);
   assert.throws(() => new Plugin({ name: 'Invoice_Ledger' }), /try "invoice-ledger"/);
 });
 

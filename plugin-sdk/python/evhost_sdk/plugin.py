@@ -10,19 +10,20 @@ from typing import Callable, List, Optional, Sequence, Tuple
 from .context import Context
 from .event import Event
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+_NAME = re.compile(r"^[a-z][a-z0-9-]{0,63}$")
 
 
 def check_name(name: str) -> str:
-    """Checks the one naming rule for plugins — 1 to 64 lowercase letters,
-    digits or '-', not starting with '-' — and returns ``name``; otherwise a
+    """Checks the one naming rule for plugins (the Rust SDK's ``NAME_RULE``) —
+    1 to 64 lowercase letters, digits or '-', starting with a letter — and
+    returns ``name``; otherwise a
     ``ValueError`` that suggests a valid name."""
     if _NAME.match(name):
         return name
-    suggestion = re.sub(r"[^a-z0-9-]+", "-", name.lower()).lstrip("-")[:64] or "my-plugin"
+    suggestion = re.sub(r"[^a-z0-9-]+", "-", name.lower()).lstrip("-0123456789")[:64] or "my-plugin"
     raise ValueError(
         f"plugin name {name!r} must be 1 to 64 lowercase letters, digits or '-', "
-        f"not starting with '-'; try {suggestion!r}"
+        f"starting with a letter; try {suggestion!r}"
     )
 
 

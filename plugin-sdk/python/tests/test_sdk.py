@@ -206,7 +206,7 @@ def test_globs_follow_the_daemon_syntax():
 
 def test_the_naming_rule_suggests_a_valid_name():
     assert check_name("invoice-ledger") == "invoice-ledger"
-    for bad in ["Invoice_Ledger", "-x", "", "a" * 65, "über"]:
+    for bad in ["Invoice_Ledger", "-x", "2fa", "", "a" * 65, "über"]:
         with pytest.raises(ValueError, match="lowercase letters"):
             check_name(bad)
     with pytest.raises(ValueError, match="try 'invoice-ledger'"):
