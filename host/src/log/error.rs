@@ -63,6 +63,12 @@ pub enum LogError {
     /// was finished by another commit; nothing of this one was written.
     #[error("state entry `{namespace}/{key}` this commit depends on is gone")]
     StateEntryGone { namespace: String, key: String },
+    /// A schema version is immutable: this one is registered with other content; nothing
+    /// was written.
+    #[error(
+        "schema {ty} version {version} is already registered with different content; register a new version"
+    )]
+    SchemaConflict { ty: String, version: String },
     /// Stored bytes that do not decode: a bug or a damaged file.
     #[error("stored data does not decode: {0}")]
     Corrupt(String),
@@ -105,7 +111,8 @@ impl LogError {
             | LogError::VersionConflict { .. }
             | LogError::OffsetConflict { .. }
             | LogError::DeadLetterGone(_)
-            | LogError::StateEntryGone { .. } => ErrorClass::Conflict,
+            | LogError::StateEntryGone { .. }
+            | LogError::SchemaConflict { .. } => ErrorClass::Conflict,
             LogError::Corrupt(_)
             | LogError::UnsupportedFormat { .. }
             | LogError::Storage(_)

@@ -15,12 +15,14 @@
 //! - `write`: appends, stream appends, the consumer commit, offsets, dead letters.
 //! - `records`: the reads that decode records (events, streams, offsets, state, ...).
 //! - `retention`: the retention pass and dedupe expiry.
+//! - `schemas`: the schema registry, one subject per (type, version).
 
 mod batch;
 mod layout;
 mod read;
 mod records;
 mod retention;
+mod schemas;
 mod write;
 
 use std::collections::HashMap;
@@ -538,6 +540,14 @@ impl EventLog for NatsLog {
             transaction_seconds: self.shared.transaction_seconds.snapshot(),
             transaction_events: self.shared.transaction_events.snapshot(),
         }
+    }
+
+    fn put_schema(&self, schema: super::SchemaRecord) -> Pending<super::SchemaPut> {
+        self.write(move |s| async move { schemas::put(&s, schema).await })
+    }
+
+    fn schemas(&self) -> Pending<Vec<super::SchemaRecord>> {
+        self.run(|s| async move { schemas::list(&s).await })
     }
 }
 
