@@ -124,19 +124,8 @@ impl NatsServer {
             ),
         )
         .map_err(|e| format!("cannot write {}: {e}", conf.display()))?;
-        Self::launch(binary, &conf, port, dir)
-    }
-
-    /// Starts `binary -c conf` (a config that listens on `port`) and waits until it
-    /// listens; `dir` is kept as long as the server.
-    fn launch(
-        binary: &Path,
-        conf: &Path,
-        port: u16,
-        dir: tempfile::TempDir,
-    ) -> Result<NatsServer, String> {
         let mut cmd = Command::new(binary);
-        cmd.arg("-c").arg(conf);
+        cmd.arg("-c").arg(&conf);
         // SAFETY: prctl(2) only, between fork and exec: the server dies with the thread
         // that started it, even if the process is killed.
         unsafe {
@@ -196,87 +185,4 @@ impl Drop for NatsServer {
             let _ = self.child.wait();
         }
     }
-}
-
-/// A 3-node JetStream cluster on loopback (the config `toolchain.md` measured): three
-/// servers differing in `server_name`, ports and store dir, routed to each other; each
-/// killed when the cluster is dropped. [`NatsCluster::start`] answers once the cluster has
-/// elected a meta leader, so streams (R3) can be created at once.
-#[allow(dead_code)] // each user takes what it needs
-pub struct NatsCluster {
-    pub nodes: Vec<NatsServer>,
-    /// Every node's client URL: what a client is given to connect to "the cluster".
-    pub urls: Vec<String>,
-}
-
-impl NatsCluster {
-    /// A cluster with `sync_interval` as shipped (an R3 ack means "on a quorum").
-    #[allow(dead_code)]
-    pub fn start() -> NatsCluster {
-        let mut last_error = String::new();
-        for _ in 0..3 {
-            match Self::spawn(binary(), "") {
-                Ok(cluster) => return cluster,
-                Err(e) => last_error = e,
-            }
-        }
-        panic!("{last_error}");
-    }
-
-    /// Starts the three nodes of `binary` with `jetstream` lines in each node's
-    /// `jetstream { ... }` and waits for a meta leader (30 s at most).
-    pub fn spawn(binary: &Path, jetstream: &str) -> Result<NatsCluster, String> {
-        let ports: Vec<(u16, u16, u16)> = (0..3)
-            .map(|_| (free_port(), free_port(), free_port()))
-            .collect();
-        let routes = ports
-            .iter()
-            .map(|(_, route, _)| format!("nats-route://127.0.0.1:{route}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let mut nodes = Vec::new();
-        for (i, (client, route, http)) in ports.iter().enumerate() {
-            let dir = tempfile::tempdir().map_err(|e| format!("a temp dir: {e}"))?;
-            let conf = dir.path().join("nats.conf");
-            std::fs::write(
-                &conf,
-                format!(
-                    "server_name: n{i}\nlisten: \"127.0.0.1:{client}\"\nhttp: \"127.0.0.1:{http}\"\n\
-                     jetstream {{\n  store_dir: {:?}\n{jetstream}\n}}\n\
-                     cluster {{\n  name: evhost\n  listen: \"127.0.0.1:{route}\"\n  routes: [{routes}]\n}}\n",
-                    dir.path().join("store").display().to_string()
-                ),
-            )
-            .map_err(|e| format!("cannot write {}: {e}", conf.display()))?;
-            nodes.push(NatsServer::launch(binary, &conf, *client, dir)?);
-        }
-        let urls = nodes.iter().map(|n| n.url.clone()).collect();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let monitor = ports[0].2;
-        loop {
-            if meta_leader(monitor).is_some() {
-                return Ok(NatsCluster { nodes, urls });
-            }
-            if Instant::now() >= deadline {
-                return Err("the 3-node NATS cluster elected no meta leader within 30 s".into());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-/// The JetStream meta leader a node's monitoring port (`/jsz`) reports, if any yet.
-fn meta_leader(http_port: u16) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut conn = std::net::TcpStream::connect(("127.0.0.1", http_port)).ok()?;
-    conn.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    conn.write_all(b"GET /jsz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-        .ok()?;
-    let mut body = String::new();
-    conn.read_to_string(&mut body).ok()?;
-    // `"meta_cluster": {"name": ..., "leader": "n1", ...}`; no leader yet: no such key.
-    let after = body.split("\"meta_cluster\"").nth(1)?;
-    let leader = after.split("\"leader\"").nth(1)?;
-    let name = leader.split('"').nth(1)?;
-    (!name.is_empty()).then(|| name.to_owned())
 }

@@ -42,6 +42,10 @@ mod nats_log;
 #[allow(dead_code)]
 #[path = "../../../tests/support/nats_server.rs"]
 mod nats_server;
+// The tests' 3-node cluster, for the NATS-log R3 rows.
+#[allow(dead_code)]
+#[path = "../../../tests/support/nats_cluster.rs"]
+mod nats_cluster;
 mod publish;
 mod report;
 mod startup;

@@ -1,7 +1,7 @@
 //! evhost on its NATS JetStream log (`NatsLog`), for the rows beside the redb ones: the
 //! log R1 on one `nats-server` with `sync_interval: always` (an ack is fsync'd, like
-//! redb's), or R3 on a 3-node loopback cluster (an ack means "stored on a quorum"; the
-//! nodes keep the shipped `sync_interval`). Either way guarantee 1 holds as the README
+//! redb's), or R3 on a 3-node loopback cluster (`tests/support/nats_cluster.rs`; an ack
+//! means "stored on a quorum"; the nodes keep the shipped `sync_interval`). Either way guarantee 1 holds as the README
 //! states it for the NATS backend.
 
 use std::sync::Arc;
@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use evhost::log::{EventLog, NatsConfig, NatsLog};
 use serde_json::{Value, json};
 
-use crate::nats_server::{NatsCluster, NatsServer};
+use crate::nats_cluster::NatsCluster;
+use crate::nats_server::NatsServer;
 
 /// What keeps the log's servers running; they are killed when it is dropped.
 pub enum Servers {
@@ -35,8 +36,9 @@ pub fn open(backend: &str) -> Result<(Arc<dyn EventLog>, Servers), String> {
             (Servers::One { _server: server }, urls, 1)
         }
         "nats-r3" => {
-            let cluster = NatsCluster::spawn(&found.path, "")?;
-            let urls = cluster.urls.clone();
+            // The tests' cluster finds its binary the same way (`nats_server::binary`).
+            let cluster = NatsCluster::start();
+            let urls = cluster.urls().split(',').map(str::to_owned).collect();
             (Servers::Three { _cluster: cluster }, urls, 3)
         }
         other => return Err(format!("unknown NATS backend {other:?}")),
