@@ -822,6 +822,62 @@ fn the_daemon_runs_on_a_nats_log_given_with_dash_dash_log() {
     assert!(!dir.path().join("data-2/log.redb").exists());
 }
 
+/// The schema registry lives in the log: on a shared NATS log, a schema put
+/// through one daemon validates the publishes of another (at once for a type
+/// the other has no schema for, within a second for a new version).
+#[test]
+fn a_schema_put_through_one_daemon_validates_publishes_through_another_on_nats() {
+    let server = nats_server::NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        env: vec![("EVHOST_LOG".into(), server.url.clone())],
+        ..Options::default()
+    };
+    let a = Daemon::start(&dir.path().join("data-a"), options.clone());
+    let b = Daemon::start(&dir.path().join("data-b"), options);
+    let put = |version: &str, required: &str| {
+        let schema = json!({"type": "object", "required": [required]});
+        a.request(
+            "PUT",
+            &format!("/v1/schemas/user.created/{version}"),
+            &[("content-type", "application/json")],
+            Some(schema.to_string().as_bytes()),
+        )
+    };
+    let (status, body) = put("1", "email");
+    assert_eq!(status, 201, "{body}");
+
+    let (status, body) = b.publish(&event("user.created", json!({"name": "Ada"})));
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["schema_version"], "1", "{body}");
+    let (status, body) = b.publish(&event("user.created", json!({"email": "a@x"})));
+    assert_eq!(status, 201, "{body}");
+    let listed = b.get("/v1/schemas").1;
+    assert_eq!(listed["schemas"].as_array().unwrap().len(), 1, "{listed}");
+
+    // Immutable across daemons: other content under version 1 through B conflicts.
+    let (status, body) = b.request(
+        "PUT",
+        "/v1/schemas/user.created/1",
+        &[("content-type", "application/json")],
+        Some(br#"{"type": "object"}"#),
+    );
+    assert_eq!(status, 409, "{body}");
+
+    // A new version of a type B already validates against: seen within the bound.
+    let (status, body) = put("2", "age");
+    assert_eq!(status, 201, "{body}");
+    let started = std::time::Instant::now();
+    assert!(wait_for(Duration::from_secs(5), || {
+        b.publish(&event("user.created", json!({"email": "b@x"}))).0 == 422
+    }));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "version 2 reached B after {:?}",
+        started.elapsed()
+    );
+}
+
 #[test]
 fn a_bad_log_setting_is_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();

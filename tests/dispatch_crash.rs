@@ -1,8 +1,12 @@
 //! Dispatch under `kill -9` of the real daemon: a poison pill is parked
 //! instead of crash-looping, and a crash between a call and its commit
-//! redelivers without landing effects twice.
+//! redelivers without landing effects twice. Each test runs on the redb log
+//! and on a NATS JetStream log (`redb::*`, `nats::*`); on NATS the server
+//! stays up and only the daemon is killed.
 
 mod daemon_support;
+#[path = "support/nats_server.rs"]
+mod nats_server;
 mod support;
 
 use std::collections::HashMap;
@@ -15,14 +19,41 @@ use support::wait_for;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
-fn start(data: &Path, plugins: &Path) -> Daemon {
-    Daemon::start(
-        data,
-        Options {
-            plugins: Some(plugins.to_owned()),
-            ..Options::default()
-        },
-    )
+/// The log a test's daemons run on.
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    Redb,
+    Nats,
+}
+
+/// How to start the daemons of a test, and the NATS server their log lives
+/// on (kept running across every kill, stopped when the test ends).
+struct Setup {
+    options: Options,
+    _server: Option<nats_server::NatsServer>,
+}
+
+fn setup(backend: Backend, plugins: &Path) -> Setup {
+    let mut options = Options {
+        plugins: Some(plugins.to_owned()),
+        ..Options::default()
+    };
+    let server = match backend {
+        Backend::Redb => None,
+        Backend::Nats => {
+            let server = nats_server::NatsServer::start();
+            options.env.push(("EVHOST_LOG".into(), server.url.clone()));
+            Some(server)
+        }
+    };
+    Setup {
+        options,
+        _server: server,
+    }
+}
+
+fn start(data: &Path, setup: &Setup) -> Daemon {
+    Daemon::start(data, setup.options.clone())
 }
 
 /// Lines of the daemon's output that show `faulty` looping (its guest stdout,
@@ -35,15 +66,15 @@ fn loops_seen(d: &Daemon) -> usize {
         .count()
 }
 
-#[test]
-fn poison_pill_killing_the_host_each_time_is_parked_after_max_attempts() {
+fn poison_pill_killing_the_host_each_time_is_parked_after_max_attempts(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     // The call runs far longer than the test: only the kill ends it.
     let sidecar = "timeout = \"10m\"\n[grants]\nemit = [\"faulty.*\"]\n[retry]\nmax-attempts = 3\n";
     let plugins = plugin_dir(dir.path(), &[("faulty", sidecar)]);
+    let setup = setup(backend, &plugins);
 
-    let mut d = start(&data, &plugins);
+    let mut d = start(&data, &setup);
     let (status, _) = d.publish(&json!({
         "specversion": "1.0", "type": "faulty.loop", "source": "test", "id": "poison",
         "subject": "k"
@@ -79,7 +110,7 @@ fn poison_pill_killing_the_host_each_time_is_parked_after_max_attempts() {
             kills <= 5,
             "the poison pill keeps being delivered: {kills} kills"
         );
-        d = start(&data, &plugins);
+        d = start(&data, &setup);
     };
 
     assert_eq!(
@@ -119,15 +150,15 @@ fn results_end(d: &Daemon) -> u64 {
         })
 }
 
-#[test]
-fn crash_between_call_and_commit_redelivers_and_effects_land_once() {
+fn crash_between_call_and_commit_redelivers_and_effects_land_once(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let plugins = plugin_dir(
         dir.path(),
         &[("faulty", "[grants]\nemit = [\"faulty.*\"]\n")],
     );
-    let mut d = start(&data, &plugins);
+    let setup = setup(backend, &plugins);
+    let mut d = start(&data, &setup);
 
     // Each `faulty.ok` emits one `faulty.done` naming it (with a fresh id, so
     // dedupe cannot hide a second commit of the same call's effects).
@@ -146,12 +177,20 @@ fn crash_between_call_and_commit_redelivers_and_effects_land_once() {
                 e
             })
             .collect();
-        let (status, _) = d.post(
-            "/v1/topics/faulty-events/events",
-            "application/cloudevents-batch+json",
-            &serde_json::to_string(&batch).unwrap(),
-        );
-        assert_eq!(status, 201);
+        // One request on redb; on NATS a request is one atomic batch of at most
+        // 1000 messages (an event takes two), so the round goes in requests of 400.
+        let per_request = match backend {
+            Backend::Redb => per_round,
+            Backend::Nats => 400,
+        };
+        for request in batch.chunks(per_request) {
+            let (status, body) = d.post(
+                "/v1/topics/faulty-events/events",
+                "application/cloudevents-batch+json",
+                &serde_json::to_string(request).unwrap(),
+            );
+            assert_eq!(status, 201, "{body}");
+        }
         // Kill at a random point of the round: in the careful start-up phase
         // (one event per commit) or among the batches.
         let target = (published.len() - per_round + fastrand::usize(1..per_round)) as u64;
@@ -160,7 +199,7 @@ fn crash_between_call_and_commit_redelivers_and_effects_land_once() {
             interrupted_mid_way += 1;
         }
         d.kill9();
-        d = start(&data, &plugins);
+        d = start(&data, &setup);
     }
     assert!(
         interrupted_mid_way > 0,
@@ -189,3 +228,30 @@ fn crash_between_call_and_commit_redelivers_and_effects_land_once() {
     let lag = d.get("/v1/plugins").1;
     assert_eq!(lag["plugins"][0]["lag"], 0, "{lag}");
 }
+
+/// Every scenario above, on each backend.
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod redb {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(super::Backend::Redb)
+                }
+            )*
+        }
+        mod nats {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(super::Backend::Nats)
+                }
+            )*
+        }
+    };
+}
+
+on_every_backend!(
+    poison_pill_killing_the_host_each_time_is_parked_after_max_attempts,
+    crash_between_call_and_commit_redelivers_and_effects_land_once,
+);

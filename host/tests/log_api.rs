@@ -1988,6 +1988,108 @@ fn errors_say_refused_conflict_or_failed<L: Backend>() {
 }
 
 // ---------------------------------------------------------------------------------------
+// the schema registry
+
+fn schema(ty: &str, version: &str, text: &str, at: &str) -> SchemaRecord {
+    SchemaRecord {
+        ty: ty.into(),
+        version: version.into(),
+        schema: text.into(),
+        registered_at: at.into(),
+    }
+}
+
+fn schemas_are_stored_once_listed_in_order_and_immutable<L: Backend>() {
+    let h = Harness::<L>::new();
+    assert!(h.log.schemas().wait().unwrap().is_empty());
+    let put = |r: SchemaRecord| h.log.put_schema(r).wait();
+    let object = r#"{"type":"object"}"#;
+    assert_eq!(
+        put(schema("user.created", "2", object, "t1")).unwrap(),
+        SchemaPut::Created
+    );
+    assert_eq!(
+        put(schema("a.b", "1", "true", "t2")).unwrap(),
+        SchemaPut::Created
+    );
+    assert_eq!(
+        put(schema("user.created", "10", "{}", "t3")).unwrap(),
+        SchemaPut::Created
+    );
+    // The same text again: nothing written, the first registration kept.
+    assert_eq!(
+        put(schema("user.created", "2", object, "t9")).unwrap(),
+        SchemaPut::Unchanged
+    );
+    // Other text under a registered version: a conflict, nothing written.
+    let conflict = put(schema("user.created", "2", "{}", "t9")).unwrap_err();
+    assert!(
+        matches!(conflict, LogError::SchemaConflict { .. }),
+        "{conflict}"
+    );
+    assert_eq!(conflict.class(), ErrorClass::Conflict);
+    // Refused: empty names, oversize text.
+    let empty = put(schema("", "1", "{}", "t")).unwrap_err();
+    assert_eq!(empty.class(), ErrorClass::Refused);
+    let huge = "x".repeat(MAX_SCHEMA_BYTES + 1);
+    assert_eq!(
+        put(schema("big", "1", &huge, "t")).unwrap_err().class(),
+        ErrorClass::Refused
+    );
+
+    let expected = vec![
+        schema("a.b", "1", "true", "t2"),
+        schema("user.created", "10", "{}", "t3"),
+        schema("user.created", "2", object, "t1"),
+    ];
+    assert_eq!(h.log.schemas().wait().unwrap(), expected);
+    // Durable, and retention does not touch them.
+    let h = h.reopen();
+    h.log.enforce_retention().wait().unwrap();
+    assert_eq!(h.log.schemas().wait().unwrap(), expected);
+    assert!(matches!(
+        h.log.put_schema(schema("a.b", "1", "false", "t")).wait(),
+        Err(LogError::SchemaConflict { .. })
+    ));
+}
+
+fn concurrent_puts_of_one_schema_version_store_exactly_one<L: Backend>() {
+    let h = Harness::<L>::new();
+    let log = Arc::new(h.log);
+    let barrier = Arc::new(Barrier::new(8));
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let (log, barrier) = (log.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                let text = format!(r#"{{"title":"writer {i}"}}"#);
+                (
+                    text.clone(),
+                    log.put_schema(schema("t", "1", &text, "t")).wait(),
+                )
+            })
+        })
+        .collect();
+    let outcomes: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let winners: Vec<&String> = outcomes
+        .iter()
+        .filter(|(_, r)| matches!(r, Ok(SchemaPut::Created)))
+        .map(|(text, _)| text)
+        .collect();
+    assert_eq!(winners.len(), 1, "{outcomes:?}");
+    assert!(
+        outcomes
+            .iter()
+            .filter(|(_, r)| r.is_err())
+            .all(|(_, r)| matches!(r, Err(LogError::SchemaConflict { .. }))),
+        "{outcomes:?}"
+    );
+    let stored = log.schemas().wait().unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(&stored[0].schema, winners[0]);
+}
+
+// ---------------------------------------------------------------------------------------
 // NATS: several logs (daemons) on one server
 //
 // One `NatsLog` runs its own writes one at a time, so the contract tests above race only
@@ -2032,6 +2134,35 @@ mod nats_shared {
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
+    }
+
+    /// Only the server's fence ("no message yet" on the version's subject) decides here.
+    #[test]
+    fn puts_of_one_schema_version_from_several_logs_store_exactly_one() {
+        let (_server, logs) = logs(4);
+        let outcomes = race(&logs, 2, |log, l, t| {
+            let text = format!(r#"{{"title":"log {l} thread {t}"}}"#);
+            (
+                text.clone(),
+                log.put_schema(schema("t", "1", &text, "t")).wait(),
+            )
+        });
+        let winners: Vec<&String> = outcomes
+            .iter()
+            .filter(|(_, r)| matches!(r, Ok(SchemaPut::Created)))
+            .map(|(text, _)| text)
+            .collect();
+        assert_eq!(winners.len(), 1, "{outcomes:?}");
+        assert!(outcomes.iter().all(|(text, r)| match r {
+            Ok(_) => text == winners[0],
+            Err(e) => matches!(e, LogError::SchemaConflict { .. }),
+        }));
+        // Every log lists the one winner, including a new one.
+        for log in &logs {
+            let stored = log.schemas().wait().unwrap();
+            assert_eq!(stored.len(), 1);
+            assert_eq!(&stored[0].schema, winners[0]);
+        }
     }
 
     #[test]
@@ -2778,7 +2909,9 @@ contract_tests! {
         racing_acquisitions_of_one_lease_have_one_winner,
         members_announce_their_groups_and_leave,
         a_commit_whose_read_state_moved_is_refused_whole,
-        a_commit_from_a_stale_offset_is_refused_even_if_it_goes_further;
+        a_commit_from_a_stale_offset_is_refused_even_if_it_goes_further,
+        schemas_are_stored_once_listed_in_order_and_immutable,
+        concurrent_puts_of_one_schema_version_store_exactly_one;
     async:
         an_async_waiter_wakes_when_an_event_is_appended,
 }

@@ -1,11 +1,12 @@
-//! Guarantee 1: an acknowledged publish survives `kill -9`.
+//! Guarantee 1: an acknowledged publish survives `kill -9`, on both durable backends.
 //!
 //! The test binary re-executes itself as the child (when `EVHOST_LOG_CRASH_CHILD` names a
-//! database; it has its own `main`, `harness = false`, so the child is no test of its own):
-//! it appends from blocking threads and async tasks at once and prints one `ACK` line per
-//! acknowledged event. The parent SIGKILLs it at
-//! a random moment, reopens the same redb file and checks every acknowledged event. Several
-//! rounds run on the same file, so recovery after recovery is covered too.
+//! log, `redb:<file>` or `nats:<url>`; it has its own `main`, `harness = false`, so the
+//! child is no test of its own): it appends from blocking threads and async tasks at once
+//! and prints one `ACK` line per acknowledged event. The parent SIGKILLs it at a random
+//! moment, reopens the same log (the redb file; a new client of the same `nats-server`,
+//! which keeps running: only the writer dies) and checks every acknowledged event. Several
+//! rounds run on the same log, so recovery after recovery is covered too.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, RandomState};
@@ -16,7 +17,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use evhost::event::Event;
-use evhost::log::{EventLog, LogConfig, NewEvent, RedbLog};
+use evhost::log::{EventLog, LogConfig, NatsConfig, NatsLog, NewEvent, RedbLog};
+
+#[path = "../../tests/support/nats_server.rs"]
+mod nats_server;
 
 const CHILD_ENV: &str = "EVHOST_LOG_CRASH_CHILD";
 const ROUND_ENV: &str = "EVHOST_LOG_CRASH_ROUND";
@@ -54,23 +58,59 @@ fn event(publisher: &str, seq: u64) -> Event {
 
 fn main() {
     match std::env::var(CHILD_ENV) {
-        Ok(path) => crash_child(&path),
+        Ok(log) => crash_child(&log),
         Err(_) => {
-            // Run by `cargo test`: one test, reported the way the test harness would.
-            acked_publish_survives_kill_9();
-            println!("test acked_publish_survives_kill_9 ... ok");
-            println!("1 passed, 0 failed");
+            // Run by `cargo test`: one test per backend, reported the way the test harness
+            // would (a failure panics, which fails the run).
+            for (name, backend) in [("redb", Backend::Redb), ("nats", Backend::Nats)] {
+                acked_publish_survives_kill_9(backend);
+                println!("test {name}::acked_publish_survives_kill_9 ... ok");
+            }
+            println!("2 passed, 0 failed");
         }
     }
 }
 
+/// Where the crash test's log lives.
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    Redb,
+    Nats,
+}
+
+/// The log a `redb:<file>` or `nats:<url>` spec names, opened.
+fn open(spec: &str) -> std::sync::Arc<dyn EventLog> {
+    match spec.split_once(':') {
+        Some(("redb", path)) => std::sync::Arc::new(RedbLog::open(path, config()).unwrap()),
+        Some(("nats", url)) => {
+            let config = NatsConfig {
+                log: config(),
+                ..NatsConfig::new(vec![url.to_owned()], "crash")
+            };
+            // The server listens before JetStream is ready: retry the first connect briefly.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                match NatsLog::connect(config.clone()) {
+                    Ok(log) => return std::sync::Arc::new(log),
+                    Err(e) if Instant::now() < deadline => {
+                        eprintln!("NATS log not ready yet: {e}");
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    Err(e) => panic!("cannot open the NATS log: {e}"),
+                }
+            }
+        }
+        _ => panic!("not a log spec: {spec}"),
+    }
+}
+
 /// The child's side: append forever, report each acknowledgement, wait for the kill.
-fn crash_child(path: &str) {
+fn crash_child(spec: &str) {
     let round: u64 = std::env::var(ROUND_ENV).unwrap().parse().unwrap();
-    let log = std::sync::Arc::new(RedbLog::open(path, config()).unwrap());
+    let log = open(spec);
     report("READY\n");
 
-    let publish = |log: &RedbLog, publisher: &str, seq: u64| {
+    let publish = |log: &dyn EventLog, publisher: &str, seq: u64| {
         // 1 to 4 events per request, so batches mix request sizes.
         let n = 1 + (seq % 4);
         let events = (seq..seq + n)
@@ -95,7 +135,7 @@ fn crash_child(path: &str) {
             let publisher = format!("r{round}b{p}");
             let mut seq = 0;
             loop {
-                let (pending, n) = publish(&log, &publisher, seq);
+                let (pending, n) = publish(&*log, &publisher, seq);
                 report(&ack_lines(pending.wait().unwrap_or_else(|e| die(e))));
                 seq += n;
             }
@@ -112,7 +152,7 @@ fn crash_child(path: &str) {
                 let publisher = format!("r{round}a{p}");
                 let mut seq = 0;
                 loop {
-                    let (pending, n) = publish(&log, &publisher, seq);
+                    let (pending, n) = publish(&*log, &publisher, seq);
                     report(&ack_lines(pending.await.unwrap_or_else(|e| die(e))));
                     seq += n;
                 }
@@ -165,7 +205,7 @@ impl Rng {
     }
 }
 
-fn acked_publish_survives_kill_9() {
+fn acked_publish_survives_kill_9(backend: Backend) {
     const ROUNDS: u64 = 6;
     let seed = std::env::var("EVHOST_LOG_CRASH_SEED")
         .ok()
@@ -174,12 +214,21 @@ fn acked_publish_survives_kill_9() {
     eprintln!("kill points from seed {seed} (EVHOST_LOG_CRASH_SEED to repeat)");
     let mut rng = Rng(seed);
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("log.redb");
+    // Stays up through every kill of the writer.
+    let mut server = None;
+    let spec = match backend {
+        Backend::Redb => format!("redb:{}", dir.path().join("log.redb").display()),
+        Backend::Nats => {
+            let url = server.insert(nats_server::NatsServer::start()).url.clone();
+            format!("nats:{url}")
+        }
+    };
+    eprintln!("{backend:?}: {spec}");
     let mut acked: Vec<Ack> = Vec::new();
 
     for round in 0..ROUNDS {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .env(CHILD_ENV, &path)
+            .env(CHILD_ENV, &spec)
             .env(ROUND_ENV, round.to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -215,7 +264,13 @@ fn acked_publish_survives_kill_9() {
                 break;
             }
         }
-        let kill_at = Instant::now() + Duration::from_millis(rng.below(400));
+        // A NATS write is a few network round trips, queued one at a time per client: a
+        // longer window gives it as many acknowledgements to lose as redb's group commit.
+        let window = match backend {
+            Backend::Redb => 400,
+            Backend::Nats => 2000,
+        };
+        let kill_at = Instant::now() + Duration::from_millis(rng.below(window));
         while let Ok(line) = lines.recv_timeout(kill_at.saturating_duration_since(Instant::now())) {
             round_acks.extend(parse(&line));
             if Instant::now() >= kill_at {
@@ -237,7 +292,7 @@ fn acked_publish_survives_kill_9() {
         );
         acked.extend(round_acks);
 
-        verify(&path, &acked);
+        verify(&spec, &acked);
     }
     assert!(
         acked.len() as u64 > ROUNDS,
@@ -245,11 +300,11 @@ fn acked_publish_survives_kill_9() {
     );
 }
 
-/// Reopens the file after the crash: every acknowledged event is where its ack said, each
+/// Reopens the log after the crash: every acknowledged event is where its ack said, each
 /// partition is gap-free from offset 0, and each publisher's events are stored in its
 /// publishing order without holes.
-fn verify(path: &std::path::Path, acked: &[Ack]) {
-    let log = RedbLog::open(path, config()).unwrap();
+fn verify(spec: &str, acked: &[Ack]) {
+    let log = open(spec);
     let mut stored: HashMap<(u32, u64), String> = HashMap::new();
     let mut per_publisher: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for partition in 0..PARTITIONS {

@@ -1,4 +1,4 @@
-//! Dispatch throughput through the real pipeline (redb log, dispatcher,
+//! Dispatch throughput through the real pipeline (redb or NATS log, dispatcher,
 //! consumers, batch commits): the `bench-parse` component against the same
 //! logic as a native handler (`LoadedPlugin::native`), in a child process each.
 //!
@@ -96,16 +96,27 @@ fn perf_control(cmd: &str) {
     }
 }
 
-/// `kind` is `wasm` or `native`, `mode` is `parse` or `echo`.
-pub fn run(kind: &str, mode: &str, partitions: u32, events: u64) -> Value {
+/// `kind` is `wasm` or `native`, `mode` is `parse` or `echo`, `backend` is `redb` or
+/// `nats-r1` / `nats-r3` (`crate::nats_log`).
+pub fn run(kind: &str, mode: &str, partitions: u32, events: u64, backend: &str) -> Value {
     let dir = crate::scratch_dir();
     let wasm = crate::support::plugin("bench-parse");
+    let (log, keep, prefill_batch): (Arc<dyn EventLog>, _, u64) = match backend {
+        "redb" => (
+            Arc::new(
+                RedbLog::open(dir.path().join("log.redb"), LogConfig::default()).expect("open log"),
+            ),
+            None,
+            1000,
+        ),
+        // An event takes 2 messages of a NATS batch (of at most 1000).
+        nats => {
+            let (log, keep) = crate::nats_log::open(nats).expect("NATS log");
+            (log, Some(keep), 400)
+        }
+    };
     let rt = tokio::runtime::Runtime::new().expect("tokio");
     let mut out = rt.block_on(async {
-        let redb = Arc::new(
-            RedbLog::open(dir.path().join("log.redb"), LogConfig::default()).expect("open log"),
-        );
-        let log: Arc<dyn EventLog> = redb.clone();
         log.create_topic(
             TOPIC,
             TopicConfig {
@@ -118,11 +129,11 @@ pub fn run(kind: &str, mode: &str, partitions: u32, events: u64) -> Value {
         let ty = format!("bench.{mode}");
         let mut n = 0;
         while n < events {
-            let batch = (n..(n + 1000).min(events))
+            let batch = (n..(n + prefill_batch).min(events))
                 .map(|i| prefill_event(&ty, i))
                 .collect();
             log.append(batch).await.expect("prefill");
-            n += 1000;
+            n += prefill_batch;
         }
         let ends: Vec<u64> = log
             .topic(TOPIC)
@@ -213,11 +224,11 @@ pub fn run(kind: &str, mode: &str, partitions: u32, events: u64) -> Value {
             None => 0,
         };
         dispatcher.shutdown(Duration::from_secs(10)).await;
-        redb.shutdown();
         let timed = ends.iter().sum::<u64>() - c0;
         json!({
             "kind": kind,
             "mode": mode,
+            "backend": backend,
             "partitions": partitions,
             "events": events,
             "timed_events": timed,
@@ -227,5 +238,7 @@ pub fn run(kind: &str, mode: &str, partitions: u32, events: u64) -> Value {
         })
     });
     out["peak_rss"] = json!(common::own_peak_rss());
+    drop(log);
+    drop(keep);
     out
 }

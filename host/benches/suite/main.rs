@@ -20,6 +20,7 @@
 //! - `latency`: publish → handler call at a fixed rate, through the daemon.
 //! - `latency_jetstream`: the peer of `latency`, JetStream publish → pull consumer.
 //! - `nats`: which `nats-server` the peer rows use; one running, killed on drop.
+//! - `nats_log`: evhost on its NATS JetStream log (R1 and R3), beside the redb rows.
 //! - `startup`: daemon start with 20 plugins, cold and from the cache.
 //! - `hot_reload`: runs `benches/reload.rs` and reads its table.
 //! - `report`: the table and the JSON file.
@@ -36,10 +37,15 @@ mod hot_reload;
 mod latency;
 mod latency_jetstream;
 mod nats;
+mod nats_log;
 // The tests' nats-server harness; the suite uses its spawning half.
 #[allow(dead_code)]
 #[path = "../../../tests/support/nats_server.rs"]
 mod nats_server;
+// The tests' 3-node cluster, for the NATS-log R3 rows.
+#[allow(dead_code)]
+#[path = "../../../tests/support/nats_cluster.rs"]
+mod nats_cluster;
 mod publish;
 mod report;
 mod startup;
@@ -136,12 +142,14 @@ fn run_child(args: &[String]) {
         "disk" => publish::disk(),
         "publish-library" => publish::library(secs),
         "publish-nats" => publish::nats(secs, nats::Sync::parse(arg(1))),
+        "publish-nats-log" => nats_log::publish(secs, arg(1)),
         "latency-nats" => latency_jetstream::run(arg(1).parse().expect("rate"), secs),
         "dispatch" => dispatch::run(
             arg(1),
             arg(2),
             arg(3).parse().expect("partitions"),
             arg(4).parse().expect("events"),
+            if arg(5).is_empty() { "redb" } else { arg(5) },
         ),
         "calls" => {
             let n: usize = arg(1).parse().expect("calls");
@@ -229,6 +237,12 @@ fn main() {
             "publish_jetstream_always".into(),
             child(&["publish-nats", "always", "--secs", &secs]),
         );
+        // evhost on its NATS log: the same library workload as publish_library.
+        for backend in ["nats-r1", "nats-r3"] {
+            let key = format!("publish_library_{}", backend.replace('-', "_"));
+            step(&key);
+            results.insert(key, child(&["publish-nats-log", backend, "--secs", &secs]));
+        }
     }
     if opts.wants("dispatch") {
         let events = opts.dispatch_events.to_string();
@@ -253,6 +267,18 @@ fn main() {
                     runs.iter().map(|v| v["events_per_sec"].clone()).collect();
                 results.insert(format!("dispatch_{kind}_{mode}_p{partitions}"), best);
             }
+        }
+        // The Wasm echo pipeline (a commit = offset + one emitted event per input) on the
+        // NATS log, against dispatch_wasm_echo_p4 on redb above; fewer events, as each
+        // commit is a network round trip.
+        let nats_events = (opts.dispatch_events / 10).to_string();
+        for backend in ["nats-r1", "nats-r3"] {
+            let key = format!("dispatch_wasm_echo_p4_{}", backend.replace('-', "_"));
+            step(&key);
+            results.insert(
+                key,
+                child(&["dispatch", "wasm", "echo", "4", &nats_events, backend]),
+            );
         }
     }
     if opts.wants("latency") {

@@ -59,11 +59,19 @@ fn result(events: u64, elapsed: Duration, latencies: Vec<Duration>) -> Value {
 /// Through `EventLog::append` on a `RedbLog` (in a child process of its own).
 pub fn library(secs: f64) -> Value {
     let dir = crate::scratch_dir();
+    let log = Arc::new(
+        RedbLog::open(dir.path().join("log.redb"), LogConfig::default()).expect("open log"),
+    );
+    let mut out = library_on(log.clone(), secs);
+    log.shutdown();
+    out["peak_rss"] = json!(common::own_peak_rss());
+    out
+}
+
+/// The library's publish workload on any log.
+pub fn library_on(log: Arc<dyn EventLog>, secs: f64) -> Value {
     let rt = tokio::runtime::Runtime::new().expect("tokio");
-    let mut out = rt.block_on(async {
-        let log = Arc::new(
-            RedbLog::open(dir.path().join("log.redb"), LogConfig::default()).expect("open log"),
-        );
+    rt.block_on(async {
         log.append(vec![NewEvent::to_topic("bench-events", event("w", 0))])
             .await
             .expect("warm-up");
@@ -101,11 +109,8 @@ pub fn library(secs: f64) -> Value {
         let mut r = result(events, elapsed, lat);
         r["events_per_fsync"] =
             json!(stats.events_appended as f64 / stats.transactions.max(1) as f64);
-        log.shutdown();
         r
-    });
-    out["peak_rss"] = json!(common::own_peak_rss());
-    out
+    })
 }
 
 /// `POST /v1/topics/bench-events/events` (batch mode) to a daemon with no plugins.

@@ -374,6 +374,66 @@ pub fn rows(r: &serde_json::Map<String, Value>) -> Vec<Value> {
         }
     }
 
+    // 2b. evhost on its NATS log, as ratios of the redb rows of the same run.
+    for (key, base, what) in [
+        (
+            "publish_library_nats_r1",
+            "publish_library",
+            "publish through EventLog::append, NATS log R1 (sync always)",
+        ),
+        (
+            "publish_library_nats_r3",
+            "publish_library",
+            "publish through EventLog::append, NATS log R3 (3-node cluster)",
+        ),
+        (
+            "dispatch_wasm_echo_p4_nats_r1",
+            "dispatch_wasm_echo_p4",
+            "dispatch, wasm: parse + emit, 4 partitions, NATS log R1 (sync always)",
+        ),
+        (
+            "dispatch_wasm_echo_p4_nats_r3",
+            "dispatch_wasm_echo_p4",
+            "dispatch, wasm: parse + emit, 4 partitions, NATS log R3 (3-node cluster)",
+        ),
+    ] {
+        let v = get(key);
+        if v.is_null() {
+            continue;
+        }
+        if failed(&v).is_some() {
+            rows.missing(key, "2b NATS log", what, &v);
+            continue;
+        }
+        let ratio = f(&v["events_per_sec"]) / peer_rate(&get(base));
+        let detail = if key.starts_with("publish") {
+            format!(
+                "batch 100, 1000 in flight; request p50 {:.2} ms, p99 {:.2} ms; {:.0} events per atomic batch; {}",
+                f(&v["request_p50_ms"]),
+                f(&v["request_p99_ms"]),
+                f(&v["events_per_fsync"]),
+                v["ack_means"].as_str().unwrap_or("?")
+            )
+        } else {
+            format!(
+                "{} events timed; each commit (offset + emit) one fenced atomic batch",
+                v["timed_events"]
+            )
+        };
+        rows.push(
+            key,
+            "2b NATS log",
+            what,
+            rate(&v),
+            detail,
+            "",
+            String::new(),
+            &v["peak_rss"],
+            "process",
+        );
+        rows.vs_peer(format!("{} redb", times(ratio)), json!({ "redb": ratio }));
+    }
+
     // 3. Latency, each rate next to its JetStream peer row.
     for rate_ in [5_000, 10_000] {
         let v = get(&format!("latency_{rate_}"));

@@ -179,7 +179,10 @@ fn schema_error(e: SchemaError) -> ApiError {
         SchemaError::Conflict { .. } => {
             ApiError::new(StatusCode::CONFLICT, "schema_exists", message)
         }
-        SchemaError::Io { .. } | SchemaError::Corrupt { .. } => {
+        SchemaError::Io { .. }
+        | SchemaError::Corrupt { .. }
+        | SchemaError::ImportConflict { .. }
+        | SchemaError::Log(_) => {
             tracing::error!(error = %message, "schema store failure");
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_error", message)
         }
@@ -202,11 +205,10 @@ pub(super) async fn schema_put(
     }
     let schema: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
-    let registry = state.schemas.clone();
-    let (t, v) = (ty.clone(), version.clone());
-    let outcome = tokio::task::spawn_blocking(move || registry.put(&t, &v, schema))
+    let outcome = state
+        .schemas
+        .put(&ty, &version, schema)
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
         .map_err(schema_error)?;
     let status = match outcome {
         PutOutcome::Created => StatusCode::CREATED,
@@ -227,6 +229,8 @@ pub(super) async fn schema_list(
     let schemas = state
         .schemas
         .list()
+        .await
+        .map_err(schema_error)?
         .into_iter()
         .filter(|s| params.str("type").is_none_or(|t| t == s.ty))
         .map(SchemaJson::from)
@@ -242,6 +246,8 @@ pub(super) async fn schema_get(
     state
         .schemas
         .get(&ty, &version)
+        .await
+        .map_err(schema_error)?
         .map(|s| Json(s.into()))
         .ok_or_else(|| {
             ApiError::not_found(

@@ -70,10 +70,14 @@ fn answer(state: &ApiState, result: ApiResult<Response>) -> Response {
 }
 
 /// Parses and checks the events of a request against the schema registry.
-fn checked_events(state: &ApiState, headers: &HeaderMap, body: &[u8]) -> ApiResult<Vec<Event>> {
+async fn checked_events(
+    state: &ApiState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> ApiResult<Vec<Event>> {
     let events = cloudevents::parse_request(headers, body)?;
     for event in &events {
-        state.schemas.validate(event).map_err(|v| {
+        state.schemas.check(event).await.map_err(|v| {
             ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "schema_violation",
@@ -93,7 +97,7 @@ async fn publish(
     headers: &HeaderMap,
     body: &[u8],
 ) -> ApiResult<Response> {
-    let events = checked_events(state, headers, body)?;
+    let events = checked_events(state, headers, body).await?;
     let new = events
         .into_iter()
         .map(|event| NewEvent {
@@ -197,7 +201,7 @@ pub(super) async fn append_stream(
         let params = Params::parse(query.as_deref(), &["expectedVersion"])?;
         let expected = expected_version(&params, &headers)?;
         let body = body(&state, bytes)?;
-        let events = checked_events(&state, &headers, &body)?;
+        let events = checked_events(&state, &headers, &body).await?;
         let new = events.into_iter().map(NewEvent::new).collect();
         let started = Instant::now();
         let appended = state.log.append_to_stream(&stream, expected, new).await?;

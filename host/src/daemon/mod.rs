@@ -9,7 +9,7 @@
 //! queued writes).
 //!
 //! - `lock`: one daemon per data directory.
-//! - `schemas`: the schema registry's store.
+//! - `schemas`: the schema registry (stored in the log, compiled here).
 //! - `metrics`: the `/metrics` instruments.
 
 pub mod lock;
@@ -112,7 +112,8 @@ pub async fn run(
         },
         ..RuntimeConfig::default()
     })?);
-    let schemas = Arc::new(SchemaRegistry::open(&data.join("schemas"))?);
+    let schemas = Arc::new(SchemaRegistry::open(log.clone(), &data.join("schemas")).await?);
+    schemas.spawn_refresh();
     // Events plugins emit are held to the same schemas as published ones.
     let registry = schemas.clone();
     let emit_check = EmitCheck(Arc::new(move |event: &crate::event::Event| {

@@ -391,6 +391,8 @@ macro_rules! delegate_all_but_read_and_commit {
             delete_dead_letter(id: DeadLetterId) -> Pending<bool>;
             enforce_retention() -> Pending<crate::log::RetentionReport>;
             stats() -> crate::log::LogStats;
+            put_schema(schema: crate::log::SchemaRecord) -> Pending<crate::log::SchemaPut>;
+            schemas() -> Pending<Vec<crate::log::SchemaRecord>>;
         }
     };
 }

@@ -63,6 +63,12 @@ pub enum LogError {
     /// was finished by another commit; nothing of this one was written.
     #[error("state entry `{namespace}/{key}` this commit depends on is gone")]
     StateEntryGone { namespace: String, key: String },
+    /// A schema version is immutable: this one is registered with other content; nothing
+    /// was written.
+    #[error(
+        "schema {ty} version {version} is already registered with different content; register a new version"
+    )]
+    SchemaConflict { ty: String, version: String },
     /// A state entry the commit's call read has another value now (another daemon's commit
     /// changed it): nothing was written; the call must be redone on fresh state.
     #[error("state entry `{namespace}/{key}` changed after the call read it")]
@@ -125,6 +131,7 @@ impl LogError {
             | LogError::OffsetConflict { .. }
             | LogError::DeadLetterGone(_)
             | LogError::StateEntryGone { .. }
+            | LogError::SchemaConflict { .. }
             | LogError::LeaseLost(_)
             | LogError::StateMoved { .. } => ErrorClass::Conflict,
             LogError::Corrupt(_)

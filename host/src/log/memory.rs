@@ -73,6 +73,8 @@ struct Store {
     /// Watched partitions; advanced after every write that moved their end.
     signals: HashMap<(String, u32), Arc<EndSignal>>,
     counters: Counters,
+    /// (type, version) → the registered schema.
+    schemas: BTreeMap<(String, String), super::SchemaRecord>,
     /// Members and leases, used only by a log made [`MemoryLog::with_leases`].
     leases: LeaseTable,
 }
@@ -880,6 +882,22 @@ impl EventLog for MemoryLog {
             transaction_seconds: self.shared.transaction_seconds.snapshot(),
             transaction_events: self.shared.transaction_events.snapshot(),
         }
+    }
+
+    fn put_schema(&self, schema: super::SchemaRecord) -> Pending<super::SchemaPut> {
+        self.write(|txn| {
+            super::schema::check_schema(&schema)?;
+            let key = (schema.ty.clone(), schema.version.clone());
+            let outcome = super::schema::decide_put(txn.store.schemas.get(&key), &schema)?;
+            if outcome == super::SchemaPut::Created {
+                txn.store.schemas.insert(key, schema);
+            }
+            Ok(outcome)
+        })
+    }
+
+    fn schemas(&self) -> Pending<Vec<super::SchemaRecord>> {
+        self.read(|store| Ok(store.schemas.values().cloned().collect()))
     }
 
     fn leases(&self) -> Option<&dyn Leases> {

@@ -14,6 +14,7 @@
 //! - `pending`: [`Pending`], the answer every operation returns (await it or wait on it).
 //! - `watch`: [`EndWatch`], waiting for new events without polling.
 //! - `encoding`: the versioned binary record format.
+//! - `schema`: the schema registry's records (shared by every daemon on the log).
 //! - `rules`: the checks every backend runs before it writes (same request, same refusal).
 //! - `memory`: the in-memory backend, also the executable specification of the contract.
 //! - `redb/`: the redb backend — the only module that imports redb.
@@ -30,6 +31,7 @@ mod pending;
 mod periodic;
 pub mod redb;
 mod rules;
+mod schema;
 #[cfg(test)]
 mod tests;
 mod topic;
@@ -47,6 +49,7 @@ pub use self::memory::MemoryLog;
 pub use self::nats::{NatsConfig, NatsLog};
 pub use self::pending::Pending;
 pub use self::redb::RedbLog;
+pub use self::schema::{MAX_SCHEMA_BYTES, SchemaPut, SchemaRecord};
 pub use self::topic::{
     PartitionInfo, RetentionPolicy, TopicConfig, TopicInfo, partition_for, partition_key,
     validate_topic_name,
@@ -155,6 +158,15 @@ pub trait EventLog: Send + Sync {
     fn enforce_retention(&self) -> Pending<RetentionReport>;
 
     fn stats(&self) -> LogStats;
+
+    /// Registers a schema under its (type, version), durably. A version is immutable: the
+    /// same text again answers [`SchemaPut::Unchanged`] (keeping the first registration
+    /// time), another text fails with [`LogError::SchemaConflict`] and writes nothing; of
+    /// concurrent puts of one version, in any process, exactly one is stored.
+    fn put_schema(&self, schema: SchemaRecord) -> Pending<SchemaPut>;
+
+    /// Every registered schema, by type then version (byte order).
+    fn schemas(&self) -> Pending<Vec<SchemaRecord>>;
 
     /// Members and partition leases, when several daemons may open this log at once; `None`
     /// for a log only one daemon can open (then it works every partition itself).

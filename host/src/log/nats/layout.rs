@@ -258,6 +258,16 @@ impl Layout {
         format!("{}.meta.dlnext", self.root)
     }
 
+    /// A registered schema: one message, written once (fenced on "no message yet").
+    pub(super) fn schema(&self, ty: &str, version: &str) -> String {
+        format!("{}.schema.{}.{}", self.root, token(ty), token(version))
+    }
+
+    /// Every registered schema.
+    pub(super) fn schemas(&self) -> String {
+        format!("{}.schema.>", self.root)
+    }
+
     fn last_token(&self, subject: &str) -> Result<String, LogError> {
         untoken(subject.rsplit('.').next().unwrap_or_default())
     }

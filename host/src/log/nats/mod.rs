@@ -15,6 +15,7 @@
 //! - `write`: appends, stream appends, the consumer commit, offsets, dead letters.
 //! - `records`: the reads that decode records (events, streams, offsets, state, ...).
 //! - `retention`: the retention pass and dedupe expiry.
+//! - `schemas`: the schema registry, one subject per (type, version).
 //! - `lease`: members and partition leases of daemons sharing the log.
 
 mod batch;
@@ -23,6 +24,7 @@ mod lease;
 mod read;
 mod records;
 mod retention;
+mod schemas;
 mod write;
 
 use std::collections::HashMap;
@@ -579,6 +581,14 @@ impl EventLog for NatsLog {
             transaction_seconds: self.shared.transaction_seconds.snapshot(),
             transaction_events: self.shared.transaction_events.snapshot(),
         }
+    }
+
+    fn put_schema(&self, schema: super::SchemaRecord) -> Pending<super::SchemaPut> {
+        self.write(move |s| async move { schemas::put(&s, schema).await })
+    }
+
+    fn schemas(&self) -> Pending<Vec<super::SchemaRecord>> {
+        self.run(|s| async move { schemas::list(&s).await })
     }
 }
 

@@ -5,6 +5,7 @@
 //! - `writer`: the group-commit writer; every write goes through it.
 //! - `read`: read operations.
 //! - `retention`: the retention pass and its background trigger.
+//! - `schemas`: the schema registry's table.
 //! - `migrate`: opening a file of an older layout (format 1 → 2).
 //! - `error`: redb errors into [`LogError`].
 
@@ -12,6 +13,7 @@ mod error;
 mod migrate;
 mod read;
 mod retention;
+mod schemas;
 mod tables;
 mod writer;
 
@@ -392,6 +394,28 @@ impl EventLog for RedbLog {
             transaction_seconds: c.transaction_seconds.snapshot(),
             transaction_events: c.transaction_events.snapshot(),
         }
+    }
+
+    fn put_schema(&self, schema: super::SchemaRecord) -> Pending<super::SchemaPut> {
+        if self
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_none()
+        {
+            return Pending::ready(Err(LogError::Closed));
+        }
+        let result = schemas::put(&self.shared, &schema);
+        let c = &self.shared.stats;
+        c.requests.fetch_add(1, Ordering::Relaxed);
+        if matches!(result, Ok(super::SchemaPut::Created)) {
+            c.transactions.fetch_add(1, Ordering::Relaxed);
+        }
+        Pending::ready(result)
+    }
+
+    fn schemas(&self) -> Pending<Vec<super::SchemaRecord>> {
+        Pending::ready(schemas::list(&self.shared.db))
     }
 }
 
