@@ -747,6 +747,7 @@ fn a_commit_with_one_invalid_part_is_refused_whole<L: Backend>() {
         dead_letter: Some(record),
         resolve_dead_letter: None,
         requires_state: None,
+        seek_from: None,
     };
     let refused = h.log.commit(commit).wait();
     assert!(matches!(refused, Err(LogError::UnknownTopic(t)) if t == "no-such-topic"));
@@ -841,6 +842,7 @@ fn a_consumer_commit_writes_all_its_parts_together<L: Backend>() {
         )),
         resolve_dead_letter: None,
         requires_state: None,
+        seek_from: None,
     };
     let outcome = h.log.commit(commit).wait().unwrap();
 
@@ -2359,6 +2361,125 @@ mod nats_shared {
     }
 }
 
+fn dead_letter_counts_follow_park_resolve_and_delete<L: Backend>() {
+    let h = Harness::<L>::new();
+    h.publish("orders", vec![event("e0"), event("e1"), event("e2")]);
+    let counts = |h: &Harness<L>| h.log.dead_letter_counts().wait().unwrap();
+    assert!(counts(&h).is_empty());
+    let a = park(&h, 0);
+    let b = park(&h, 1);
+    let c = park(&h, 2);
+    let shipping = ConsumerCommit {
+        group: "shipping".into(),
+        dead_letter: Some(dead_letter_record(
+            "shipping",
+            at("orders", 0, 0),
+            FailureKind::Trap,
+        )),
+        ..ConsumerCommit::default()
+    };
+    let s = h.log.commit(shipping).wait().unwrap().dead_letter.unwrap();
+    assert_eq!(
+        counts(&h),
+        BTreeMap::from([("billing".to_owned(), 3), ("shipping".to_owned(), 1)])
+    );
+    // A replay that succeeds resolves its letter; one that fails again parks a new letter in
+    // the same commit: the count stays.
+    h.log.commit(replay_of(a, "ok")).wait().unwrap();
+    let mut again = replay_of(b, "again");
+    again.emits.clear();
+    again.dead_letter = Some(dead_letter_record(
+        "billing",
+        at("orders", 0, 1),
+        FailureKind::Trap,
+    ));
+    h.log.commit(again).wait().unwrap();
+    assert_eq!(
+        counts(&h),
+        BTreeMap::from([("billing".to_owned(), 2), ("shipping".to_owned(), 1)])
+    );
+    // A refused commit counts nothing.
+    assert!(h.log.commit(replay_of(a, "twice")).wait().is_err());
+    assert!(h.log.delete_dead_letter(s).wait().unwrap());
+    assert!(!h.log.delete_dead_letter(s).wait().unwrap());
+    assert!(h.log.delete_dead_letter(c).wait().unwrap());
+    let h = h.reopen();
+    assert_eq!(counts(&h), BTreeMap::from([("billing".to_owned(), 1)]));
+    assert_eq!(
+        h.log.dead_letters(None, None, 100).wait().unwrap().len(),
+        1,
+        "the count agrees with the letters"
+    );
+}
+
+fn a_seek_is_a_commit_fenced_by_the_offset_it_moves_from<L: Backend>() {
+    let h = Harness::<L>::new();
+    h.publish("orders", vec![event("e0"), event("e1"), event("e2")]);
+    h.log
+        .commit(advance_to("billing", "orders", 0, 3))
+        .wait()
+        .unwrap();
+    let seek = |from: u64, to: u64| ConsumerCommit {
+        seek_from: Some(from),
+        ..advance_to("billing", "orders", 0, to)
+    };
+    // Backwards, from the offset it is at.
+    h.log.commit(seek(3, 1)).wait().unwrap();
+    assert_eq!(
+        h.log
+            .committed_offset("billing", "orders", 0)
+            .wait()
+            .unwrap(),
+        Some(1)
+    );
+    // A commit moved it after the seek was decided: refused, nothing moves.
+    h.log
+        .commit(advance_to("billing", "orders", 0, 2))
+        .wait()
+        .unwrap();
+    let stale = h.log.commit(seek(1, 0)).wait();
+    assert!(
+        matches!(
+            stale,
+            Err(LogError::OffsetConflict {
+                current: 2,
+                requested: 0,
+                ..
+            })
+        ),
+        "{stale:?}"
+    );
+    assert_eq!(stale.unwrap_err().class(), ErrorClass::Conflict);
+    assert_eq!(
+        h.log
+            .committed_offset("billing", "orders", 0)
+            .wait()
+            .unwrap(),
+        Some(2)
+    );
+    // Not beyond the end; to the end is fine.
+    assert!(matches!(
+        h.log.commit(seek(2, 4)).wait(),
+        Err(LogError::Invalid(_))
+    ));
+    h.log.commit(seek(2, 3)).wait().unwrap();
+    // A group that never committed is at 0.
+    h.log
+        .commit(ConsumerCommit {
+            seek_from: Some(0),
+            ..advance_to("shipping", "orders", 0, 2)
+        })
+        .wait()
+        .unwrap();
+    assert_eq!(
+        h.log
+            .committed_offset("shipping", "orders", 0)
+            .wait()
+            .unwrap(),
+        Some(2)
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // every contract test, once per backend
 
@@ -2417,7 +2538,9 @@ contract_tests! {
         a_commit_resolving_a_gone_dead_letter_is_refused_whole,
         concurrent_replays_of_one_dead_letter_commit_once,
         a_commit_requiring_a_gone_state_entry_is_refused_whole,
-        errors_say_refused_conflict_or_failed;
+        errors_say_refused_conflict_or_failed,
+        dead_letter_counts_follow_park_resolve_and_delete,
+        a_seek_is_a_commit_fenced_by_the_offset_it_moves_from;
     async:
         an_async_waiter_wakes_when_an_event_is_appended,
 }

@@ -86,6 +86,12 @@ pub struct ConsumerCommit {
     /// [`LogError::StateEntryGone`](super::LogError::StateEntryGone). Whether the entry stays
     /// is up to `state`.
     pub requires_state: Option<StateKey>,
+    /// Makes `offset` an operator's seek: `offset.next` may then be anywhere from 0 to the
+    /// partition's end (backwards too), and the commit applies only if the group's committed
+    /// offset is exactly this (none counts as 0). That value is the seek's fence: a commit
+    /// that moved the offset meanwhile makes the seek fail with
+    /// [`LogError::OffsetConflict`](super::LogError::OffsetConflict) instead of interleaving.
+    pub seek_from: Option<u64>,
 }
 
 /// A key in a namespace of the state table.

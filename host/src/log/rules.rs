@@ -130,16 +130,22 @@ pub(crate) fn within_dedupe_window(now_ms: u64, at_ms: u64, config: &LogConfig) 
 }
 
 /// The offset a consumer commit moves to must advance the group's committed offset
-/// (`current`) and stay within the partition (`end`).
+/// (`current`) and stay within the partition (`end`). A seek (`seek_from`, see
+/// [`super::ConsumerCommit::seek_from`]) may move it anywhere up to `end` instead, provided
+/// the committed offset is exactly `seek_from`.
 pub(crate) fn check_offset_advance(
     group: &str,
     advance: &OffsetAdvance,
     current: Option<u64>,
     end: u64,
+    seek_from: Option<u64>,
 ) -> Result<(), LogError> {
-    if let Some(current) = current
-        && advance.next <= current
-    {
+    let moved = match seek_from {
+        Some(from) => current.unwrap_or(0) != from,
+        None => current.is_some_and(|current| advance.next <= current),
+    };
+    if moved {
+        let current = current.unwrap_or(0);
         return Err(LogError::OffsetConflict {
             group: group.to_owned(),
             topic: advance.topic.clone(),

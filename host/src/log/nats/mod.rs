@@ -523,6 +523,10 @@ impl EventLog for NatsLog {
         self.write(move |s| async move { write::delete_dead_letter(&s, id).await })
     }
 
+    fn dead_letter_counts(&self) -> Pending<std::collections::BTreeMap<String, u64>> {
+        self.run(|s| async move { records::dead_letter_counts(&s).await.map(|(c, _)| c) })
+    }
+
     fn enforce_retention(&self) -> Pending<RetentionReport> {
         self.write(|s| async move { retention::run(&s).await })
     }

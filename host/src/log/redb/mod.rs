@@ -193,12 +193,32 @@ fn init(db: &Database) -> Result<Committed, LogError> {
             });
         }
     }
+    let counted = {
+        let txn = db.begin_read()?;
+        match txn.open_table(DEAD_LETTER_COUNTS) {
+            Ok(_) => true,
+            Err(::redb::TableError::TableDoesNotExist(_)) => false,
+            Err(e) => return Err(e.into()),
+        }
+    };
     let txn = db.begin_write()?;
     {
         // Opening a table in a write transaction creates it.
         let mut tables = writer::Tables::open(&txn)?;
         if format.is_none() {
             tables.meta.insert(META_FORMAT, LAYOUT)?;
+        }
+        if !counted {
+            // A file from before the counts: count its letters once, in this transaction.
+            let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
+            for row in tables.dead_letters.iter()? {
+                let (_, record) = row?;
+                let (_, record) = super::encoding::decode_dead_letter(record.value())?;
+                *counts.entry(record.plugin).or_default() += 1;
+            }
+            for (plugin, n) in counts {
+                tables.dead_letter_counts.insert(plugin.as_str(), n)?;
+            }
         }
     }
     txn.commit()?;
@@ -375,6 +395,10 @@ impl EventLog for RedbLog {
 
     fn delete_dead_letter(&self, id: DeadLetterId) -> Pending<bool> {
         self.send(|answer| Request::DeleteDeadLetter { id, answer })
+    }
+
+    fn dead_letter_counts(&self) -> Pending<std::collections::BTreeMap<String, u64>> {
+        Pending::ready(read::dead_letter_counts(&self.shared.db))
     }
 
     fn enforce_retention(&self) -> Pending<RetentionReport> {

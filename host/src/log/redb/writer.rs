@@ -354,6 +354,7 @@ pub(super) struct Tables<'t> {
     pub(super) attempts: Table<'t, (&'static str, u32, u32, u64), &'static [u8]>,
     pub(super) dead_letters: Table<'t, u64, &'static [u8]>,
     pub(super) dead_letters_by_plugin: Table<'t, (&'static str, u64), ()>,
+    pub(super) dead_letter_counts: Table<'t, &'static str, u64>,
 }
 
 impl<'t> Tables<'t> {
@@ -372,7 +373,25 @@ impl<'t> Tables<'t> {
             attempts: txn.open_table(ATTEMPTS)?,
             dead_letters: txn.open_table(DEAD_LETTERS)?,
             dead_letters_by_plugin: txn.open_table(DEAD_LETTERS_BY_PLUGIN)?,
+            dead_letter_counts: txn.open_table(DEAD_LETTER_COUNTS)?,
         })
+    }
+}
+
+impl Tables<'_> {
+    /// Moves a plugin's dead-letter count by `delta`, dropping the row at zero.
+    pub(super) fn count_dead_letter(&mut self, plugin: &str, delta: i64) -> Result<(), Fatal> {
+        let now = self
+            .dead_letter_counts
+            .get(plugin)?
+            .map_or(0, |g| g.value());
+        let next = now.saturating_add_signed(delta);
+        if next == 0 {
+            self.dead_letter_counts.remove(plugin)?;
+        } else {
+            self.dead_letter_counts.insert(plugin, next)?;
+        }
+        Ok(())
     }
 }
 
@@ -803,6 +822,7 @@ impl<'t, 'c> Batch<'t, 'c> {
             dead_letter,
             resolve_dead_letter,
             requires_state,
+            seek_from,
         } = commit;
         if group.is_empty() {
             refuse!(LogError::Invalid("a consumer commit needs a group".into()));
@@ -835,23 +855,11 @@ impl<'t, 'c> Batch<'t, 'c> {
                     .offsets
                     .get((group.as_str(), meta.id, advance.partition))?
                     .map(|g| g.value());
-                if let Some(current) = current
-                    && advance.next <= current
-                {
-                    refuse!(LogError::OffsetConflict {
-                        group,
-                        topic: advance.topic.clone(),
-                        partition: advance.partition,
-                        current,
-                        requested: advance.next,
-                    });
-                }
                 let end = self.part(meta.id, advance.partition).end;
-                if advance.next > end {
-                    refuse!(LogError::Invalid(format!(
-                        "offset {} is beyond the end ({end}) of {}/{}",
-                        advance.next, advance.topic, advance.partition
-                    )));
+                if let Err(e) = crate::log::rules::check_offset_advance(
+                    &group, advance, current, end, seek_from,
+                ) {
+                    refuse!(e);
                 }
                 Some((meta.id, advance.partition, advance.next))
             }
@@ -924,6 +932,7 @@ impl<'t, 'c> Batch<'t, 'c> {
                 self.t
                     .dead_letters_by_plugin
                     .insert((plugin.as_str(), id), ())?;
+                self.t.count_dead_letter(&plugin, 1)?;
                 Some(DeadLetterId(id))
             }
         };
@@ -967,6 +976,7 @@ impl<'t, 'c> Batch<'t, 'c> {
             self.t
                 .dead_letters_by_plugin
                 .remove((plugin.as_str(), id.0))?;
+            self.t.count_dead_letter(&plugin, -1)?;
         }
         Ok(true)
     }
