@@ -834,6 +834,7 @@ impl EventLog for MemoryLog {
             duplicates: c.duplicates,
             transaction_seconds: self.shared.transaction_seconds.snapshot(),
             transaction_events: self.shared.transaction_events.snapshot(),
+            write_error: store.closed.then(|| "the log is closed".to_owned()),
         }
     }
 }

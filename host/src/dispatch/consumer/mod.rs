@@ -60,6 +60,8 @@ pub(super) struct ConsumerCtx {
     pub topic: String,
     pub partition: u32,
     pub stop: watch::Receiver<bool>,
+    /// Changes when an operator's seek waits for some consumer of the plugin.
+    pub seek: watch::Receiver<u64>,
 }
 
 /// How a consumer task ended.
@@ -251,7 +253,23 @@ async fn step(
     careful: &mut usize,
     aside: &mut aside::SetAside,
 ) -> Result<(), Stop> {
+    ctx.seek.borrow_and_update();
     let next = committed_or_register(ctx).await?;
+    // Between batches: the one place a seek may move the offset.
+    if ctx
+        .shared
+        .seeks
+        .apply(
+            ctx.log.as_ref(),
+            &ctx.shared.name,
+            &ctx.topic,
+            ctx.partition,
+            next,
+        )
+        .await
+    {
+        return Ok(());
+    }
     refresh(ctx, worker);
     let non_blocking = worker.as_ref().is_some_and(Worker::non_blocking);
     if non_blocking || aside.any_due() {
@@ -283,6 +301,7 @@ async fn step(
             r = end.wait_past(next) => { r?; }
             _ = ctx.stop.wait_for(|s| *s) => return Err(Stop::Requested),
             _ = ctx.current.changed() => {}
+            _ = ctx.seek.changed() => {}
             _ = tokio::time::sleep_until(retry_at) => {}
         }
         return Ok(());

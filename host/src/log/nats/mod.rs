@@ -115,6 +115,8 @@ struct Counters {
     requests: u64,
     events_appended: u64,
     duplicates: u64,
+    /// The error of the latest write batch, when it failed.
+    write_error: Option<String>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -541,6 +543,11 @@ impl EventLog for NatsLog {
             duplicates: c.duplicates,
             transaction_seconds: self.shared.transaction_seconds.snapshot(),
             transaction_events: self.shared.transaction_events.snapshot(),
+            write_error: if self.shared.closed.load(Ordering::SeqCst) {
+                Some("the log is closed".into())
+            } else {
+                c.write_error.clone()
+            },
         }
     }
 }

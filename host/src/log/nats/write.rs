@@ -88,6 +88,7 @@ async fn publish(s: &Shared, batch: Batch, view: &View) -> Result<Option<()>, Lo
         Ok(_ack) => {
             s.count(|c| {
                 c.transactions += 1;
+                c.write_error = None;
                 c.events_appended += view.events;
                 c.duplicates += view.duplicates;
             });
@@ -98,7 +99,10 @@ async fn publish(s: &Shared, batch: Batch, view: &View) -> Result<Option<()>, Lo
         }
         Err(BatchError::Stale) => Ok(None),
         Err(BatchError::Failed(e)) => {
-            s.count(|c| c.failed_transactions += 1);
+            s.count(|c| {
+                c.failed_transactions += 1;
+                c.write_error = Some(e.to_string());
+            });
             Err(e)
         }
     }

@@ -74,6 +74,8 @@ pub(super) struct Counters {
     pub(super) duplicates: AtomicU64,
     pub(super) transaction_seconds: Histogram,
     pub(super) transaction_events: Histogram,
+    /// The error of the latest write transaction, when it failed.
+    pub(super) write_error: Mutex<Option<String>>,
 }
 
 impl Default for Counters {
@@ -86,6 +88,7 @@ impl Default for Counters {
             duplicates: AtomicU64::new(0),
             transaction_seconds: Histogram::new(COMMIT_SECONDS),
             transaction_events: Histogram::new(BATCH_SIZES),
+            write_error: Mutex::new(None),
         }
     }
 }
@@ -415,6 +418,15 @@ impl EventLog for RedbLog {
             duplicates: c.duplicates.load(Ordering::Relaxed),
             transaction_seconds: c.transaction_seconds.snapshot(),
             transaction_events: c.transaction_events.snapshot(),
+            write_error: match &*self.writer.lock().unwrap_or_else(PoisonError::into_inner) {
+                None => Some("the log is closed".into()),
+                Some(w) if w.is_finished() => Some("the log's writer thread stopped".into()),
+                Some(_) => c
+                    .write_error
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone(),
+            },
         }
     }
 }

@@ -253,6 +253,10 @@ impl Writer {
         match self.execute(&mut batch, now) {
             Ok((replies, effects)) => {
                 stats.transactions.fetch_add(1, Ordering::Relaxed);
+                *stats
+                    .write_error
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
                 stats
                     .transaction_seconds
                     .observe_duration(started.elapsed());
@@ -274,6 +278,10 @@ impl Writer {
             Err(e) => {
                 tracing::error!(error = %e, requests = batch.len(), "log write transaction failed");
                 stats.failed_transactions.fetch_add(1, Ordering::Relaxed);
+                *stats
+                    .write_error
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e.to_string());
                 stats
                     .requests
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
