@@ -733,4 +733,42 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn breaker_scan_retention_topics_and_schemas_are_read() {
+        let c = load(None, Overrides::default()).unwrap();
+        assert_eq!(c.dispatch.breaker_threshold, 10);
+        assert_eq!(c.dispatch.breaker_cool_down, Duration::from_secs(30));
+        assert_eq!(c.dispatch.topic_scan_interval, Duration::from_millis(250));
+        assert!(c.log.default_retention.is_unbounded());
+        let c = load_str(
+            "[dispatch]\nbreaker-threshold = 3\nbreaker-cool-down = \"5s\"\ntopic-scan-interval = \"1s\"\n\
+             [log]\nretention-max-age = \"7d\"\n\
+             [topics.orders]\npartitions = 4\nretention-max-partition-bytes = \"1 GiB\"\n\
+             [schemas]\ndir = \"schemas\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.dispatch.breaker_threshold, 3);
+        assert_eq!(c.dispatch.breaker_cool_down, Duration::from_secs(5));
+        assert_eq!(c.dispatch.topic_scan_interval, Duration::from_secs(1));
+        assert_eq!(
+            c.log.default_retention.max_age,
+            Some(Duration::from_secs(7 * 86400))
+        );
+        assert_eq!(c.topics.len(), 1);
+        assert_eq!(c.topics[0].name, "orders");
+        assert_eq!(c.topics[0].partitions, 4);
+        assert_eq!(c.topics[0].retention.max_partition_bytes, Some(1 << 30));
+        assert_eq!(c.topics[0].retention.max_age, None);
+        assert!(c.schemas_dir.unwrap().ends_with("schemas"));
+        for bad in [
+            "[dispatch]\nbreaker-threshold = 0\n",
+            "[topics.orders]\npartitions = 0\n",
+            "[topics.\"bad name\"]\npartitions = 1\n",
+            "[log]\nretention-max-age = \"0s\"\n",
+            "[topics.orders]\nretention = 1\n",
+        ] {
+            assert!(load_str(bad).is_err(), "{bad}");
+        }
+    }
 }
