@@ -1,0 +1,275 @@
+//! The operator API against the real daemon: topics with partitions and
+//! retention, consumer seek, schema preload, a failed reload on the running
+//! plugin, counts that agree after a fix and a replay, and `/healthz`.
+
+mod daemon_support;
+mod support;
+
+use std::time::Duration;
+
+use daemon_support::{Daemon, EVHOST, Options, event, plugin_dir};
+use serde_json::{Value, json};
+use support::wait_for;
+
+fn config(dir: &std::path::Path, text: &str) -> std::path::PathBuf {
+    let path = dir.join("evhost.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn post_json(d: &Daemon, path: &str, body: Value) -> (u16, Value) {
+    d.post(path, "application/json", &body.to_string())
+}
+
+#[test]
+fn topics_are_created_with_partitions_and_retention_when_auto_create_is_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        "[log]\nauto-create-topics = false\nretention-max-age = \"7d\"\n\
+         [topics.audit]\npartitions = 2\nretention-max-partition-bytes = \"1 MiB\"\n",
+    );
+    let d = Daemon::start(
+        &dir.path().join("data"),
+        Options {
+            config: Some(cfg),
+            ..Options::default()
+        },
+    );
+    // Publishing to an unknown topic is refused; creating it is the way.
+    let (status, _) = d.post(
+        "/v1/topics/orders/events",
+        "application/cloudevents+json",
+        &event("order.placed", json!(1)).to_string(),
+    );
+    assert_eq!(status, 404);
+    let (status, body) = post_json(&d, "/v1/topics", json!({"name": "orders", "partitions": 3}));
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["partition_count"], 3);
+    assert_eq!(body["partitions"].as_array().unwrap().len(), 3);
+    // Without retention of its own it gets the configured default.
+    assert_eq!(
+        body["retention"],
+        json!({"max_age_seconds": 604800, "max_partition_bytes": null})
+    );
+    let (status, body) = d.post(
+        "/v1/topics/orders/events",
+        "application/cloudevents+json",
+        &event("order.placed", json!(1)).to_string(),
+    );
+    assert_eq!(status, 201, "{body}");
+    // Again with the same count: 200; another count: 409.
+    let (status, _) = post_json(&d, "/v1/topics", json!({"name": "orders", "partitions": 3}));
+    assert_eq!(status, 200);
+    let (status, body) = post_json(&d, "/v1/topics", json!({"name": "orders", "partitions": 2}));
+    assert_eq!((status, body["error"]["code"].clone()), (409, json!("topic_exists")), "{body}");
+    let (status, body) = post_json(&d, "/v1/topics", json!({"name": "bad name", "partitions": 1}));
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = post_json(&d, "/v1/topics", json!({"name": "zero", "partitions": 0}));
+    assert_eq!((status, body["error"]["code"].clone()), (422, json!("invalid_partitions")));
+    let (status, _) = post_json(&d, "/v1/topics", json!({"name": "x"}));
+    assert_eq!(status, 400, "a missing partition count is malformed");
+
+    // Retention through the API replaces the topic's.
+    let (status, body) = d.request(
+        "PUT",
+        "/v1/topics/orders/retention",
+        &[("content-type", "application/json")],
+        Some(json!({"max_age_seconds": 3600, "max_partition_bytes": 1048576}).to_string().as_bytes()),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = d.get("/v1/topics/orders");
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["retention"],
+        json!({"max_age_seconds": 3600, "max_partition_bytes": 1048576})
+    );
+    let (status, _) = d.request(
+        "PUT",
+        "/v1/topics/nope/retention",
+        &[("content-type", "application/json")],
+        Some(b"{\"max_age_seconds\": 60}"),
+    );
+    assert_eq!(status, 404);
+    // [topics.audit] was created at start with its own retention.
+    let topics = d.get("/v1/topics").1;
+    let audit = topics["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "audit")
+        .cloned()
+        .expect("audit created at start");
+    assert_eq!(audit["partition_count"], 2);
+    assert_eq!(
+        audit["retention"],
+        json!({"max_age_seconds": null, "max_partition_bytes": 1048576})
+    );
+}
+
+fn welcome(d: &Daemon) -> Value {
+    let list = d.get("/v1/plugins").1;
+    list["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "welcome" && p["state"] != "failed")
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn after_a_fix_and_a_replay_counts_agree_and_a_failed_reload_shows_on_the_running_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    // welcome without its emit grant: every call is parked.
+    let plugins = plugin_dir(dir.path(), &[("welcome", "")]);
+    let d = Daemon::start(
+        &dir.path().join("data"),
+        Options {
+            plugins: Some(plugins.clone()),
+            ..Options::default()
+        },
+    );
+    for i in 0..3 {
+        let (status, body) = d.publish(&event(
+            "user.created",
+            json!({"name": format!("u{i}"), "email": format!("u{i}@example.com")}),
+        ));
+        assert_eq!(status, 201, "{body}");
+    }
+    assert!(
+        wait_for(Duration::from_secs(60), || welcome(&d)["dead_letters"] == 3),
+        "{}",
+        welcome(&d)
+    );
+    let w = welcome(&d);
+    assert_eq!(w["dead_lettered"], 3);
+    assert!(w["last_error"].as_str().unwrap_or("").contains("emit"), "{w}");
+    assert_eq!(w["pending_error"], Value::Null);
+
+    // A broken reload: the running version stays, and the failure is on its entry.
+    let good = std::fs::read(plugins.join("welcome.wasm")).unwrap();
+    std::fs::write(plugins.join("welcome.wasm.tmp"), b"not wasm at all").unwrap();
+    std::fs::rename(plugins.join("welcome.wasm.tmp"), plugins.join("welcome.wasm")).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(30), || welcome(&d)["pending_error"]["message"]
+            .as_str()
+            .is_some()),
+        "{}",
+        d.get("/v1/plugins").1
+    );
+    let list = d.get("/v1/plugins").1;
+    assert_eq!(list["plugins"].as_array().unwrap().len(), 1, "no separate failed row: {list}");
+    assert!(welcome(&d)["pending_error"]["file"].as_str().unwrap().ends_with("welcome.wasm"));
+
+    // The fix: the component back, with the grant.
+    let before = welcome(&d)["load_number"].as_u64().unwrap();
+    std::fs::write(plugins.join("welcome.toml"), "[grants]\nemit = [\"notification.*\"]\n").unwrap();
+    std::fs::write(plugins.join("welcome.wasm.tmp"), &good).unwrap();
+    std::fs::rename(plugins.join("welcome.wasm.tmp"), plugins.join("welcome.wasm")).unwrap();
+    assert!(wait_for(Duration::from_secs(60), || {
+        let w = welcome(&d);
+        w["load_number"].as_u64().unwrap_or(0) > before && w["pending_error"].is_null()
+    }));
+    let w = welcome(&d);
+    assert_eq!(w["last_error"], Value::Null, "the old version's error is gone: {w}");
+
+    let (status, body) = d.request("POST", "/v1/dlq/replay?plugin=welcome", &[], None);
+    assert_eq!((status, body["succeeded"].clone()), (200, json!(3)), "{body}");
+    let w = welcome(&d);
+    assert_eq!(w["dead_letters"], 0, "none left now: {w}");
+    assert_eq!(w["dead_lettered"], 3, "the running total stays: {w}");
+    assert_eq!(w["processed"], 3, "replays count as handled: {w}");
+    let (_, _, text) =
+        daemon_support::request_full("GET", &format!("{}/metrics", d.url), &[], None);
+    assert!(text.contains("evhost_dead_letters 0"), "{text}");
+
+    // Seek back to the start: the three events are handled again.
+    let (status, body) = post_json(
+        &d,
+        "/v1/plugins/welcome/offsets",
+        json!({"topic": "user-events", "partition": 0, "offset": 0}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({"plugin": "welcome", "topic": "user-events", "partition": 0,
+               "previous_offset": 3, "offset": 0})
+    );
+    assert!(
+        wait_for(Duration::from_secs(30), || welcome(&d)["processed"] == 6),
+        "{}",
+        welcome(&d)
+    );
+    for (body, status, code) in [
+        (json!({"topic": "user-events", "partition": 0, "offset": 4}), 422, "offset_out_of_range"),
+        (json!({"topic": "user-events", "partition": 1, "offset": 0}), 404, "unknown_partition"),
+        (json!({"topic": "nope", "partition": 0, "offset": 0}), 404, "unknown_topic"),
+        (json!({"topic": "user-events", "partition": 0}), 400, "bad_request"),
+    ] {
+        let (s, b) = post_json(&d, "/v1/plugins/welcome/offsets", body.clone());
+        assert_eq!((s, b["error"]["code"].clone()), (status, json!(code)), "{body}: {b}");
+    }
+    let (s, b) = post_json(
+        &d,
+        "/v1/plugins/nobody/offsets",
+        json!({"topic": "user-events", "partition": 0, "offset": 0}),
+    );
+    assert_eq!((s, b["error"]["code"].clone()), (404, json!("unknown_plugin")));
+}
+
+#[test]
+fn healthz_reports_the_log_writer_and_the_dispatcher() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&dir.path().join("data"), Options::default());
+    let (status, body) = d.get("/healthz");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({"status": "ok", "log": {"status": "ok"}, "dispatcher": {"status": "ok"}})
+    );
+}
+
+#[test]
+fn schemas_are_preloaded_from_a_directory_and_a_bad_file_stops_the_start_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let schemas = dir.path().join("schemas");
+    std::fs::create_dir_all(schemas.join("user.created")).unwrap();
+    std::fs::write(
+        schemas.join("user.created/1.json"),
+        json!({"type": "object", "required": ["email"]}).to_string(),
+    )
+    .unwrap();
+    let d = Daemon::start(
+        &dir.path().join("data"),
+        Options {
+            env: vec![("EVHOST_SCHEMAS".into(), schemas.display().to_string())],
+            ..Options::default()
+        },
+    );
+    let (status, body) = d.get("/v1/schemas/user.created/1");
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = d.publish(&event("user.created", json!({"name": "x"})));
+    assert_eq!(status, 422, "the preloaded schema is enforced: {body}");
+    d.stop();
+
+    std::fs::create_dir_all(schemas.join("order.placed")).unwrap();
+    let bad = schemas.join("order.placed/2.json");
+    std::fs::write(&bad, "{ not json").unwrap();
+    let out = std::process::Command::new(EVHOST)
+        .args(["run", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path().join("data2"))
+        .arg("--plugins")
+        .arg(dir.path().join("none"))
+        .arg("--schemas")
+        .arg(&schemas)
+        .env_remove("EVHOST_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&bad.display().to_string()) && stderr.contains("not JSON"),
+        "{stderr}"
+    );
+}
