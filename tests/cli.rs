@@ -377,7 +377,10 @@ fn topic_create_and_seek_work_against_the_daemon() {
         out.contains("topic user-events created with 1 partition(s)") && out.contains("1h"),
         "{out}"
     );
-    let again = evhost(&d.url, &["topic", "create", "user-events", "--partitions", "2"]);
+    let again = evhost(
+        &d.url,
+        &["topic", "create", "user-events", "--partitions", "2"],
+    );
     assert_eq!(again.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&again.stderr).contains("409"),
@@ -398,7 +401,10 @@ fn topic_create_and_seek_work_against_the_daemon() {
     }
     let processed = |d: &Daemon| d.get("/v1/plugins").1["plugins"][0]["processed"].as_u64();
     assert!(wait_for(Duration::from_secs(60), || processed(&d) == Some(2)));
-    let out = ok(&evhost(&d.url, &["seek", "welcome", "user-events", "0", "0"]));
+    let out = ok(&evhost(
+        &d.url,
+        &["seek", "welcome", "user-events", "0", "0"],
+    ));
     assert!(
         out.contains("welcome on user-events/0: offset 2 -> 0"),
         "{out}"

@@ -62,11 +62,22 @@ fn topics_are_created_with_partitions_and_retention_when_auto_create_is_off() {
     let (status, _) = post_json(&d, "/v1/topics", json!({"name": "orders", "partitions": 3}));
     assert_eq!(status, 200);
     let (status, body) = post_json(&d, "/v1/topics", json!({"name": "orders", "partitions": 2}));
-    assert_eq!((status, body["error"]["code"].clone()), (409, json!("topic_exists")), "{body}");
-    let (status, body) = post_json(&d, "/v1/topics", json!({"name": "bad name", "partitions": 1}));
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (409, json!("topic_exists")),
+        "{body}"
+    );
+    let (status, body) = post_json(
+        &d,
+        "/v1/topics",
+        json!({"name": "bad name", "partitions": 1}),
+    );
     assert_eq!(status, 400, "{body}");
     let (status, body) = post_json(&d, "/v1/topics", json!({"name": "zero", "partitions": 0}));
-    assert_eq!((status, body["error"]["code"].clone()), (422, json!("invalid_partitions")));
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (422, json!("invalid_partitions"))
+    );
     let (status, _) = post_json(&d, "/v1/topics", json!({"name": "x"}));
     assert_eq!(status, 400, "a missing partition count is malformed");
 
@@ -75,7 +86,11 @@ fn topics_are_created_with_partitions_and_retention_when_auto_create_is_off() {
         "PUT",
         "/v1/topics/orders/retention",
         &[("content-type", "application/json")],
-        Some(json!({"max_age_seconds": 3600, "max_partition_bytes": 1048576}).to_string().as_bytes()),
+        Some(
+            json!({"max_age_seconds": 3600, "max_partition_bytes": 1048576})
+                .to_string()
+                .as_bytes(),
+        ),
     );
     assert_eq!(status, 200, "{body}");
     let (status, body) = d.get("/v1/topics/orders");
@@ -144,38 +159,70 @@ fn after_a_fix_and_a_replay_counts_agree_and_a_failed_reload_shows_on_the_runnin
     );
     let w = welcome(&d);
     assert_eq!(w["dead_lettered"], 3);
-    assert!(w["last_error"].as_str().unwrap_or("").contains("emit"), "{w}");
+    assert!(
+        w["last_error"].as_str().unwrap_or("").contains("emit"),
+        "{w}"
+    );
     assert_eq!(w["pending_error"], Value::Null);
 
     // A broken reload: the running version stays, and the failure is on its entry.
     let good = std::fs::read(plugins.join("welcome.wasm")).unwrap();
     std::fs::write(plugins.join("welcome.wasm.tmp"), b"not wasm at all").unwrap();
-    std::fs::rename(plugins.join("welcome.wasm.tmp"), plugins.join("welcome.wasm")).unwrap();
+    std::fs::rename(
+        plugins.join("welcome.wasm.tmp"),
+        plugins.join("welcome.wasm"),
+    )
+    .unwrap();
     assert!(
-        wait_for(Duration::from_secs(30), || welcome(&d)["pending_error"]["message"]
-            .as_str()
-            .is_some()),
+        wait_for(Duration::from_secs(30), || {
+            welcome(&d)["pending_error"]["message"].as_str().is_some()
+        }),
         "{}",
         d.get("/v1/plugins").1
     );
     let list = d.get("/v1/plugins").1;
-    assert_eq!(list["plugins"].as_array().unwrap().len(), 1, "no separate failed row: {list}");
-    assert!(welcome(&d)["pending_error"]["file"].as_str().unwrap().ends_with("welcome.wasm"));
+    assert_eq!(
+        list["plugins"].as_array().unwrap().len(),
+        1,
+        "no separate failed row: {list}"
+    );
+    assert!(
+        welcome(&d)["pending_error"]["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("welcome.wasm")
+    );
 
     // The fix: the component back, with the grant.
     let before = welcome(&d)["load_number"].as_u64().unwrap();
-    std::fs::write(plugins.join("welcome.toml"), "[grants]\nemit = [\"notification.*\"]\n").unwrap();
+    std::fs::write(
+        plugins.join("welcome.toml"),
+        "[grants]\nemit = [\"notification.*\"]\n",
+    )
+    .unwrap();
     std::fs::write(plugins.join("welcome.wasm.tmp"), &good).unwrap();
-    std::fs::rename(plugins.join("welcome.wasm.tmp"), plugins.join("welcome.wasm")).unwrap();
+    std::fs::rename(
+        plugins.join("welcome.wasm.tmp"),
+        plugins.join("welcome.wasm"),
+    )
+    .unwrap();
     assert!(wait_for(Duration::from_secs(60), || {
         let w = welcome(&d);
         w["load_number"].as_u64().unwrap_or(0) > before && w["pending_error"].is_null()
     }));
     let w = welcome(&d);
-    assert_eq!(w["last_error"], Value::Null, "the old version's error is gone: {w}");
+    assert_eq!(
+        w["last_error"],
+        Value::Null,
+        "the old version's error is gone: {w}"
+    );
 
     let (status, body) = d.request("POST", "/v1/dlq/replay?plugin=welcome", &[], None);
-    assert_eq!((status, body["succeeded"].clone()), (200, json!(3)), "{body}");
+    assert_eq!(
+        (status, body["succeeded"].clone()),
+        (200, json!(3)),
+        "{body}"
+    );
     let w = welcome(&d);
     assert_eq!(w["dead_letters"], 0, "none left now: {w}");
     assert_eq!(w["dead_lettered"], 3, "the running total stays: {w}");
@@ -202,20 +249,43 @@ fn after_a_fix_and_a_replay_counts_agree_and_a_failed_reload_shows_on_the_runnin
         welcome(&d)
     );
     for (body, status, code) in [
-        (json!({"topic": "user-events", "partition": 0, "offset": 4}), 422, "offset_out_of_range"),
-        (json!({"topic": "user-events", "partition": 1, "offset": 0}), 404, "unknown_partition"),
-        (json!({"topic": "nope", "partition": 0, "offset": 0}), 404, "unknown_topic"),
-        (json!({"topic": "user-events", "partition": 0}), 400, "bad_request"),
+        (
+            json!({"topic": "user-events", "partition": 0, "offset": 4}),
+            422,
+            "offset_out_of_range",
+        ),
+        (
+            json!({"topic": "user-events", "partition": 1, "offset": 0}),
+            404,
+            "unknown_partition",
+        ),
+        (
+            json!({"topic": "nope", "partition": 0, "offset": 0}),
+            404,
+            "unknown_topic",
+        ),
+        (
+            json!({"topic": "user-events", "partition": 0}),
+            400,
+            "bad_request",
+        ),
     ] {
         let (s, b) = post_json(&d, "/v1/plugins/welcome/offsets", body.clone());
-        assert_eq!((s, b["error"]["code"].clone()), (status, json!(code)), "{body}: {b}");
+        assert_eq!(
+            (s, b["error"]["code"].clone()),
+            (status, json!(code)),
+            "{body}: {b}"
+        );
     }
     let (s, b) = post_json(
         &d,
         "/v1/plugins/nobody/offsets",
         json!({"topic": "user-events", "partition": 0, "offset": 0}),
     );
-    assert_eq!((s, b["error"]["code"].clone()), (404, json!("unknown_plugin")));
+    assert_eq!(
+        (s, b["error"]["code"].clone()),
+        (404, json!("unknown_plugin"))
+    );
 }
 
 #[test]

@@ -64,7 +64,7 @@ pub(super) async fn plugins(
         .map(|s| {
             let mut json = super::dto::PluginJson::from(s);
             json.pending_error = pending.remove(&json.name).map(Into::into);
-            PluginEntryJson::Deployed(json)
+            PluginEntryJson::Deployed(Box::new(json))
         })
         .chain(
             failed

@@ -28,7 +28,7 @@ pub struct PluginListJson {
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
 pub enum PluginEntryJson {
-    Deployed(PluginJson),
+    Deployed(Box<PluginJson>),
     Failed(FailedPluginJson),
 }
 
@@ -354,7 +354,7 @@ mod tests {
             consumers_down: 0,
         };
         assert_eq!(
-            wire(PluginEntryJson::Deployed(status.into())),
+            wire(PluginEntryJson::Deployed(Box::new(status.into()))),
             json!({
                 "name": "counter", "version": "0.1.0", "digest": "ab", "load_number": 3,
                 "state": "paused",
