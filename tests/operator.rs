@@ -3,6 +3,8 @@
 //! plugin, counts that agree after a fix and a replay, and `/healthz`.
 
 mod daemon_support;
+#[path = "support/nats_server.rs"]
+mod nats_server;
 mod support;
 
 use std::time::Duration;
@@ -298,6 +300,47 @@ fn healthz_reports_the_log_writer_and_the_dispatcher() {
         body,
         json!({"status": "ok", "log": {"status": "ok"}, "dispatcher": {"status": "ok"}})
     );
+}
+
+/// On a NATS log whose server went away, writes fail: `/healthz` says so
+/// with 503 and the reason, instead of `ok`.
+#[test]
+fn healthz_is_503_naming_the_log_when_it_refuses_writes() {
+    let server = nats_server::NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(
+        &dir.path().join("data"),
+        Options {
+            env: vec![("EVHOST_LOG".into(), server.url.clone())],
+            ..Options::default()
+        },
+    );
+    let (status, body) = d.publish(&event("m.one", json!(1)));
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(d.get("/healthz").0, 200);
+    drop(server);
+    let mut last = (0, Value::Null);
+    assert!(
+        wait_for(Duration::from_secs(60), || {
+            let (status, _) = d.publish(&event("m.two", json!(2)));
+            assert_ne!(status, 201, "a publish with the server gone");
+            last = d.get("/healthz");
+            last.0 == 503
+        }),
+        "{last:?}"
+    );
+    let body = last.1;
+    assert_eq!(body["status"], "unavailable", "{body}");
+    assert_eq!(body["log"]["status"], "failing", "{body}");
+    assert_eq!(body["error"]["code"], "unhealthy", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the log refuses writes"),
+        "{body}"
+    );
+    assert_eq!(body["dispatcher"]["status"], "ok", "{body}");
 }
 
 #[test]

@@ -237,7 +237,18 @@ impl NatsLog {
         let future = op(self.shared.clone());
         let job: Job = Box::pin(async move {
             let result = future.await;
-            shared.count(|c| c.requests += 1);
+            shared.count(|c| {
+                c.requests += 1;
+                // A failure of the server or the connection (not a refused request) makes
+                // the log refuse writes until one goes through again.
+                match &result {
+                    Ok(_) => c.write_error = None,
+                    Err(e) if e.class() == super::ErrorClass::Failed => {
+                        c.write_error = Some(e.to_string());
+                    }
+                    Err(_) => {}
+                }
+            });
             let _ = tx.send(result);
         });
         // A send fails only once the writer is gone (the log is being dropped): the dropped

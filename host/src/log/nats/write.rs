@@ -88,7 +88,6 @@ async fn publish(s: &Shared, batch: Batch, view: &View) -> Result<Option<()>, Lo
         Ok(_ack) => {
             s.count(|c| {
                 c.transactions += 1;
-                c.write_error = None;
                 c.events_appended += view.events;
                 c.duplicates += view.duplicates;
             });
@@ -99,10 +98,7 @@ async fn publish(s: &Shared, batch: Batch, view: &View) -> Result<Option<()>, Lo
         }
         Err(BatchError::Stale) => Ok(None),
         Err(BatchError::Failed(e)) => {
-            s.count(|c| {
-                c.failed_transactions += 1;
-                c.write_error = Some(e.to_string());
-            });
+            s.count(|c| c.failed_transactions += 1);
             Err(e)
         }
     }
