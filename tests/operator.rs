@@ -161,6 +161,15 @@ fn after_a_fix_and_a_replay_counts_agree_and_a_failed_reload_shows_on_the_runnin
     );
     let w = welcome(&d);
     assert_eq!(w["dead_lettered"], 3);
+    let metrics = |d: &Daemon| {
+        daemon_support::request_full("GET", &format!("{}/metrics", d.url), &[], None).2
+    };
+    let text = metrics(&d);
+    assert!(text.contains("evhost_dead_letters 3"), "{text}");
+    assert!(
+        text.contains("evhost_plugin_dead_letters{plugin=\"welcome\",version=\"0.1.0\"} 3"),
+        "{text}"
+    );
     assert!(
         w["last_error"].as_str().unwrap_or("").contains("emit"),
         "{w}"
@@ -229,9 +238,12 @@ fn after_a_fix_and_a_replay_counts_agree_and_a_failed_reload_shows_on_the_runnin
     assert_eq!(w["dead_letters"], 0, "none left now: {w}");
     assert_eq!(w["dead_lettered"], 3, "the running total stays: {w}");
     assert_eq!(w["processed"], 3, "replays count as handled: {w}");
-    let (_, _, text) =
-        daemon_support::request_full("GET", &format!("{}/metrics", d.url), &[], None);
+    let text = metrics(&d);
     assert!(text.contains("evhost_dead_letters 0"), "{text}");
+    assert!(
+        text.contains("evhost_plugin_dead_letters{plugin=\"welcome\",version=\"0.1.0\"} 0"),
+        "{text}"
+    );
 
     // Seek back to the start: the three events are handled again.
     let (status, body) = post_json(
