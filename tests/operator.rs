@@ -124,6 +124,101 @@ fn topics_are_created_with_partitions_and_retention_when_auto_create_is_off() {
     );
 }
 
+fn start_offset(d: &Daemon, topic: &str) -> u64 {
+    d.get(&format!("/v1/topics/{topic}")).1["partitions"][0]["start_offset"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// Retention set in evhost.toml and through the API reaches the log: the
+/// oldest events go once a partition holds more than its bytes.
+#[test]
+fn retention_from_the_config_and_the_api_deletes_the_oldest_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        "[log]\nretention-interval = \"100ms\"\n\
+         [topics.audit]\npartitions = 1\nretention-max-partition-bytes = \"2 KiB\"\n",
+    );
+    let d = Daemon::start(
+        &dir.path().join("data"),
+        Options {
+            config: Some(cfg),
+            ..Options::default()
+        },
+    );
+    let padding = "x".repeat(200);
+    for topic in ["audit", "chatter"] {
+        for i in 0..30 {
+            let (status, body) = d.post(
+                &format!("/v1/topics/{topic}/events"),
+                "application/cloudevents+json",
+                &event("a.b", json!({"i": i, "pad": padding})).to_string(),
+            );
+            assert_eq!(status, 201, "{body}");
+        }
+    }
+    assert!(
+        wait_for(Duration::from_secs(30), || start_offset(&d, "audit") > 0),
+        "[topics.audit] retention deletes: {}",
+        d.get("/v1/topics/audit").1
+    );
+    assert_eq!(
+        start_offset(&d, "chatter"),
+        0,
+        "no retention: everything kept"
+    );
+    let (status, body) = d.request(
+        "PUT",
+        "/v1/topics/chatter/retention",
+        &[("content-type", "application/json")],
+        Some(br#"{"max_age_seconds": null, "max_partition_bytes": 2048}"#),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        wait_for(Duration::from_secs(30), || start_offset(&d, "chatter") > 0),
+        "retention set through the API deletes: {}",
+        d.get("/v1/topics/chatter").1
+    );
+    let audit = d.get("/v1/topics/audit").1;
+    assert_eq!(audit["partitions"][0]["end_offset"], 30, "{audit}");
+}
+
+/// `[dispatch] breaker-threshold` and `breaker-cool-down` reach the breaker:
+/// two failed calls pause the plugin (the default is ten, and the event's five
+/// attempts would have parked it first), and the long cool-down holds it.
+#[test]
+fn the_breaker_follows_the_configured_threshold_and_cool_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        "[dispatch]\nbreaker-threshold = 2\nbreaker-cool-down = \"1h\"\n",
+    );
+    let plugins = plugin_dir(dir.path(), &[("faulty", "")]);
+    let d = Daemon::start(
+        &dir.path().join("data"),
+        Options {
+            config: Some(cfg),
+            plugins: Some(plugins),
+            ..Options::default()
+        },
+    );
+    let (status, body) = d.publish(&event("faulty.retry", json!({})));
+    assert_eq!(status, 201, "{body}");
+    let faulty = |d: &Daemon| d.get("/v1/plugins").1["plugins"][0].clone();
+    assert!(
+        wait_for(Duration::from_secs(60), || faulty(&d)["state"] == "paused"),
+        "{}",
+        faulty(&d)
+    );
+    let f = faulty(&d);
+    assert_eq!(f["failed"], 2, "{f}");
+    assert_eq!(
+        f["dead_letters"], 0,
+        "paused before the event used up its attempts: {f}"
+    );
+}
+
 fn welcome(d: &Daemon) -> Value {
     let list = d.get("/v1/plugins").1;
     list["plugins"]

@@ -121,6 +121,8 @@ pub struct LogSettings {
     /// The retention of topics without one of their own (auto-created, or
     /// created through the API without `retention`).
     pub default_retention: RetentionPolicy,
+    /// How often retention runs.
+    pub retention_interval: Duration,
 }
 
 /// One `[topics.NAME]` table.
@@ -180,6 +182,7 @@ impl Default for Config {
                 max_event_bytes: 1 << 20,
                 cache_bytes: 64 << 20,
                 default_retention: RetentionPolicy::default(),
+                retention_interval: Duration::from_secs(30),
             },
             dispatch: DispatchSettings {
                 batch_size: 64,
@@ -281,6 +284,7 @@ struct FileLog {
     cache_size: Option<ByteSize>,
     retention_max_age: Option<HumanDuration>,
     retention_max_partition_bytes: Option<ByteSize>,
+    retention_interval: Option<HumanDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -449,6 +453,9 @@ fn apply_file(config: &mut Config, file: FileConfig) {
         if let Some(v) = log.retention_max_partition_bytes {
             config.log.default_retention.max_partition_bytes = Some(v.0 as u64);
         }
+        if let Some(v) = log.retention_interval {
+            config.log.retention_interval = v.0;
+        }
     }
     for (name, t) in file.topics.unwrap_or_default() {
         config.topics.push(TopicSettings {
@@ -500,6 +507,9 @@ fn validate(config: &Config) -> Result<(), String> {
     }
     if config.dispatch.breaker_threshold == 0 {
         return Err("dispatch.breaker-threshold must be at least 1".into());
+    }
+    if config.log.retention_interval < Duration::from_millis(10) {
+        return Err("log.retention-interval must be at least 10ms".into());
     }
     if config.dispatch.topic_scan_interval < Duration::from_millis(10) {
         return Err("dispatch.topic-scan-interval must be at least 10ms".into());
@@ -743,7 +753,7 @@ mod tests {
         assert!(c.log.default_retention.is_unbounded());
         let c = load_str(
             "[dispatch]\nbreaker-threshold = 3\nbreaker-cool-down = \"5s\"\ntopic-scan-interval = \"1s\"\n\
-             [log]\nretention-max-age = \"7d\"\n\
+             [log]\nretention-max-age = \"7d\"\nretention-interval = \"5s\"\n\
              [topics.orders]\npartitions = 4\nretention-max-partition-bytes = \"1 GiB\"\n\
              [schemas]\ndir = \"schemas\"\n",
         )
@@ -755,6 +765,7 @@ mod tests {
             c.log.default_retention.max_age,
             Some(Duration::from_secs(7 * 86400))
         );
+        assert_eq!(c.log.retention_interval, Duration::from_secs(5));
         assert_eq!(c.topics.len(), 1);
         assert_eq!(c.topics[0].name, "orders");
         assert_eq!(c.topics[0].partitions, 4);

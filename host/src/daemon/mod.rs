@@ -99,6 +99,7 @@ pub async fn run(
         max_event_bytes: config.log.max_event_bytes,
         cache_bytes: config.log.cache_bytes,
         default_retention: config.log.default_retention.clone(),
+        retention_interval: config.log.retention_interval,
         ..LogConfig::default()
     };
     let opened = open_log(&config.log.backend, &data, log_config).await?;
