@@ -217,6 +217,18 @@ fn the_breaker_follows_the_configured_threshold_and_cool_down() {
         f["dead_letters"], 0,
         "paused before the event used up its attempts: {f}"
     );
+
+    // While it is paused, the operator skips the poison event with a seek.
+    let (status, body) = post_json(
+        &d,
+        "/v1/plugins/faulty/offsets",
+        json!({"topic": "faulty-events", "partition": 0, "offset": 1}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["previous_offset"], 0, "{body}");
+    let f = faulty(&d);
+    assert_eq!(f["partitions"][0]["committed"], 1, "{f}");
+    assert_eq!(f["dead_letters"], 0, "{f}");
 }
 
 fn welcome(d: &Daemon) -> Value {

@@ -133,6 +133,9 @@ enum Stop {
     Refused(LogError),
     /// The blocking thread running a call died; the instance went with it.
     Worker(String),
+    /// An operator's seek arrived while waiting for the breaker: go back to
+    /// the top of the loop, where it is applied.
+    Seek,
 }
 
 impl From<LogError> for Stop {
@@ -161,6 +164,7 @@ pub(super) async fn run(mut ctx: ConsumerCtx) -> Ended {
         }
         let why = match stop {
             Stop::Requested => return Ended::Stopped,
+            Stop::Seek => continue,
             Stop::Refused(e) => return Ended::Failed(format!("the log refused a request: {e}")),
             Stop::Conflict(e) => {
                 tracing::debug!(plugin = %ctx.shared.name, topic = %ctx.topic, partition = ctx.partition, "{e}; resuming from the committed offset");
@@ -186,11 +190,13 @@ async fn pause(stop: &mut watch::Receiver<bool>, d: Duration) -> Result<(), Stop
     }
 }
 
-/// Waits for the breaker to admit a call, unless a stop comes first.
+/// Waits for the breaker to admit a call, unless a stop or a seek comes
+/// first (a paused plugin is where an operator seeks past a poison event).
 async fn admit(ctx: &mut ConsumerCtx) -> Result<Ticket, Stop> {
     tokio::select! {
         t = ctx.shared.breaker.admit() => Ok(t),
         _ = ctx.stop.wait_for(|s| *s) => Err(Stop::Requested),
+        _ = ctx.seek.changed() => Err(Stop::Seek),
     }
 }
 
