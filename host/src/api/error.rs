@@ -119,6 +119,9 @@ impl From<DispatchError> for ApiError {
                 message,
             )
             .with("end_offset", end),
+            DispatchError::NotWorkedHere { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "partition_not_worked_here", message)
+            }
             DispatchError::SeekInProgress { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "seek_in_progress", message)
             }

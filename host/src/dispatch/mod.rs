@@ -14,12 +14,14 @@
 //! - `overlay`: the state view of a call: committed state plus the batch's writes.
 //! - `consumer`: one partition's read–call–commit loop.
 //! - `supervisor`: one plugin's consumers across topics and partitions.
+//! - `coordinator`: which partitions this daemon works when daemons share the log.
 //! - `replay`: dead-letter replay through the current plugin version.
 //! - `seek`: an operator's seek, applied by the partition's consumer between batches.
 
 mod backoff;
 mod breaker;
 mod consumer;
+mod coordinator;
 mod matcher;
 mod overlay;
 mod replay;
@@ -34,6 +36,8 @@ use tokio::sync::broadcast;
 
 pub use self::backoff::delay_for_attempt;
 pub use self::breaker::{BreakerConfig, BreakerState};
+use self::coordinator::Coordinator;
+pub use self::coordinator::LeaseSettings;
 pub use self::matcher::Matcher;
 pub use self::seek::Seeked;
 use self::supervisor::Supervisor;
@@ -55,6 +59,8 @@ pub struct DispatchConfig {
     /// accepted (the daemon plugs the schema registry in here); a refused emit
     /// makes the call a rejection, so nothing of it is committed.
     pub emit_check: Option<EmitCheck>,
+    /// Lease timing when several daemons share the log (NATS); unused otherwise.
+    pub leases: LeaseSettings,
 }
 
 /// See [`DispatchConfig::emit_check`]: `Err` carries why the event is refused.
@@ -97,6 +103,7 @@ impl Default for DispatchConfig {
             default_retry: RetryPolicy::default(),
             breaker: BreakerConfig::default(),
             emit_check: None,
+            leases: LeaseSettings::default(),
         }
     }
 }
@@ -232,6 +239,14 @@ pub enum DispatchError {
         offset: u64,
         end: u64,
     },
+    #[error(
+        "this daemon does not work {topic}/{partition} for plugin `{plugin}` now (another daemon sharing the log holds it, or its consumer has not started yet)"
+    )]
+    NotWorkedHere {
+        plugin: String,
+        topic: String,
+        partition: u32,
+    },
     #[error("a seek of plugin `{plugin}` on {topic}/{partition} is already waiting")]
     SeekInProgress {
         plugin: String,
@@ -301,12 +316,16 @@ pub struct Dispatcher {
     events: broadcast::Sender<DispatchEvent>,
     /// Dead letters being replayed now: one replay of a letter at a time.
     replaying: replay::InFlight,
+    /// Decides which partitions this daemon works, when daemons share the log.
+    coordinator: Option<Arc<Coordinator>>,
 }
 
 impl Dispatcher {
     /// Must be called inside a tokio runtime: supervisors and consumers are tasks.
     pub fn new(log: Arc<dyn EventLog>, runtime: Arc<Runtime>, config: DispatchConfig) -> Arc<Self> {
+        let coordinator = Coordinator::start(log.clone(), config.leases.clone());
         Arc::new(Dispatcher {
+            coordinator,
             log,
             runtime,
             config,
@@ -338,6 +357,7 @@ impl Dispatcher {
                     self.config.clone(),
                     deployment,
                     self.events.clone(),
+                    self.coordinator.clone(),
                 );
                 sups.insert(name, sup);
             }
@@ -355,6 +375,9 @@ impl Dispatcher {
             Some(sup) => {
                 // A call still running after this ends at its own timeout, uncommitted.
                 sup.join(Duration::from_secs(10)).await;
+                if let Some(c) = &self.coordinator {
+                    c.forget(name);
+                }
                 true
             }
             None => false,
@@ -410,16 +433,12 @@ impl Dispatcher {
         sups.values().filter_map(|s| s.handle().down()).collect()
     }
 
-    fn plugin_current(
-        &self,
-        plugin: &str,
-    ) -> Option<(supervisor::Current, Arc<supervisor::PluginShared>)> {
+    fn plugin_current(&self, plugin: &str) -> Option<supervisor::SupervisorHandle> {
         let sups = self
             .supervisors
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        sups.get(plugin)
-            .map(|s| (s.handle().current_compiled(), s.handle().shared().clone()))
+        sups.get(plugin).map(Supervisor::handle)
     }
 
     /// Replays one dead letter through the current version of its plugin. A
@@ -460,6 +479,11 @@ impl Dispatcher {
             // Their tasks are gone, but a call may still run on a blocking
             // thread until its timeout; stop it now so the process can exit.
             self.runtime.interrupt_all();
+        }
+        // Consumers are stopped: hand their partitions over at once instead of letting
+        // the other daemons wait out the leases.
+        if let Some(c) = &self.coordinator {
+            c.shutdown().await;
         }
     }
 

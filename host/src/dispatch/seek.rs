@@ -47,12 +47,13 @@ impl Seeks {
     }
 
     /// The consumer's side: applies the seek waiting for its partition, if
-    /// any, as a commit fenced by `committed` (the offset it read just now).
-    /// Returns whether it applied one.
+    /// any, as a commit fenced by `committed` (the offset it read just now)
+    /// on top of `base` (the consumer's own empty commit: its group and, on a
+    /// shared log, its lease). Returns whether it applied one.
     pub(super) async fn apply(
         &self,
         log: &dyn crate::log::EventLog,
-        group: &str,
+        base: ConsumerCommit,
         topic: &str,
         partition: u32,
         committed: u64,
@@ -60,16 +61,16 @@ impl Seeks {
         let Some(seek) = self.lock().remove(&(topic.to_owned(), partition)) else {
             return false;
         };
+        let group = base.group.clone();
         let result = log
             .commit(ConsumerCommit {
-                group: group.to_owned(),
                 offset: Some(OffsetAdvance {
                     topic: topic.to_owned(),
                     partition,
                     next: seek.offset,
                 }),
                 seek_from: Some(committed),
-                ..ConsumerCommit::default()
+                ..base
             })
             .await
             .map(|_| committed);
@@ -100,9 +101,10 @@ pub(super) async fn seek(
     partition: u32,
     offset: u64,
 ) -> Result<Seeked, DispatchError> {
-    let Some((current, shared)) = d.plugin_current(plugin) else {
+    let Some(handle) = d.plugin_current(plugin) else {
         return Err(DispatchError::UnknownPlugin(plugin.to_owned()));
     };
+    let (current, shared) = (handle.current_compiled(), handle.shared().clone());
     let info = d
         .log
         .topic(topic)
@@ -128,6 +130,13 @@ pub(super) async fn seek(
         return Err(DispatchError::NotSubscribed {
             plugin: plugin.to_owned(),
             topic: topic.to_owned(),
+        });
+    }
+    if !handle.works(topic, partition) {
+        return Err(DispatchError::NotWorkedHere {
+            plugin: plugin.to_owned(),
+            topic: topic.to_owned(),
+            partition,
         });
     }
     let (reply, answer) = oneshot::channel();

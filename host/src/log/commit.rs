@@ -92,6 +92,24 @@ pub struct ConsumerCommit {
     /// that moved the offset meanwhile makes the seek fail with
     /// [`LogError::OffsetConflict`](super::LogError::OffsetConflict) instead of interleaving.
     pub seek_from: Option<u64>,
+    /// The lease under which the commit's partition is worked, on a log several daemons
+    /// share: the commit lands only while the lease is still held under it, else it is
+    /// refused whole with [`LogError::LeaseLost`](super::LogError::LeaseLost).
+    pub lease: Option<super::LeaseFence>,
+    /// State entries the call read, with the values it saw (`None`: absent): the commit
+    /// lands only if each still has that value, else it is refused whole with
+    /// [`LogError::StateMoved`](super::LogError::StateMoved) and the call is redone on fresh
+    /// state. Daemons sharing a log fence their calls' reads so; one daemon alone
+    /// serialises its consumers' state access instead and leaves this empty.
+    pub state_read: Vec<StateRead>,
+}
+
+/// A state entry a call read, and what it saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateRead {
+    pub namespace: String,
+    pub key: String,
+    pub value: Option<Vec<u8>>,
 }
 
 /// A key in a namespace of the state table.

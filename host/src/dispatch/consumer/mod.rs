@@ -44,7 +44,8 @@ use super::supervisor::{Current, PluginShared};
 use super::{Deployment, DispatchConfig, DispatchEvent};
 use crate::event::StoredEvent;
 use crate::log::{
-    CommitOutcome, ConsumerCommit, ErrorClass, EventLog, LogError, NewEvent, OffsetAdvance,
+    CommitOutcome, ConsumerCommit, ErrorClass, EventLog, LeaseFence, LogError, NewEvent,
+    OffsetAdvance,
 };
 use crate::runtime::{CallError, Effects, Instance, InstanceSettings, RetryPolicy, Runtime};
 
@@ -62,6 +63,9 @@ pub(super) struct ConsumerCtx {
     pub stop: watch::Receiver<bool>,
     /// Changes when an operator's seek waits for some consumer of the plugin.
     pub seek: watch::Receiver<u64>,
+    /// The lease this daemon works the partition under, when daemons share the log: every
+    /// commit carries it, so none lands once another daemon took the partition.
+    pub lease: Option<LeaseFence>,
 }
 
 /// How a consumer task ended.
@@ -73,6 +77,8 @@ pub(super) enum Ended {
     /// a request the consumer itself made); the supervisor restarts it with
     /// backoff and shows the cause on the plugin.
     Failed(String),
+    /// Another daemon took the partition (a commit was refused with `LeaseLost`).
+    LeaseLost,
 }
 
 /// The plugin version a consumer currently calls, with its live instance.
@@ -136,10 +142,15 @@ enum Stop {
     /// An operator's seek arrived while waiting for the breaker: go back to
     /// the top of the loop, where it is applied.
     Seek,
+    /// Another daemon took the partition: nothing of this consumer will commit any more.
+    LeaseLost,
 }
 
 impl From<LogError> for Stop {
     fn from(e: LogError) -> Self {
+        if e.lease_lost() {
+            return Stop::LeaseLost;
+        }
         match e.class() {
             ErrorClass::Failed => Stop::Log(e),
             ErrorClass::Conflict => Stop::Conflict(e),
@@ -165,6 +176,10 @@ pub(super) async fn run(mut ctx: ConsumerCtx) -> Ended {
         let why = match stop {
             Stop::Requested => return Ended::Stopped,
             Stop::Seek => continue,
+            Stop::LeaseLost => {
+                tracing::info!(plugin = %ctx.shared.name, topic = %ctx.topic, partition = ctx.partition, "another daemon took the partition; this consumer stops with nothing committed since");
+                return Ended::LeaseLost;
+            }
             Stop::Refused(e) => return Ended::Failed(format!("the log refused a request: {e}")),
             Stop::Conflict(e) => {
                 tracing::debug!(plugin = %ctx.shared.name, topic = %ctx.topic, partition = ctx.partition, "{e}; resuming from the committed offset");
@@ -208,7 +223,7 @@ fn refresh(ctx: &mut ConsumerCtx, worker: &mut Option<Worker>) {
         .as_ref()
         .is_none_or(|w| w.deployment.load_number != current.deployment.load_number);
     if stale {
-        let overlay = Arc::new(Overlay::new(ctx.log.clone()));
+        let overlay = Arc::new(Overlay::new(ctx.log.clone(), ctx.lease.is_some()));
         let d = current.deployment;
         let settings = InstanceSettings {
             limits: d.settings.limits.clone(),
@@ -241,13 +256,13 @@ async fn committed_or_register(ctx: &ConsumerCtx) -> Result<u64, Stop> {
         .log
         .commit(ConsumerCommit {
             offset: Some(advance(ctx, 0)),
-            ..commit_for(group)
+            ..ctx.commit_for()
         })
         .await
     {
         Ok(_) => Ok(0),
         // Registered meanwhile (by an earlier generation of this consumer).
-        Err(e) if e.class() == ErrorClass::Conflict => Err(Stop::Conflict(e)),
+        Err(e) if e.class() == ErrorClass::Conflict && !e.lease_lost() => Err(Stop::Conflict(e)),
         Err(e) => Err(e.into()),
     }
 }
@@ -267,7 +282,7 @@ async fn step(
         .seeks
         .apply(
             ctx.log.as_ref(),
-            &ctx.shared.name,
+            ctx.commit_for(),
             &ctx.topic,
             ctx.partition,
             next,
@@ -323,7 +338,7 @@ async fn step(
         ctx.log
             .commit(ConsumerCommit {
                 offset: Some(advance(ctx, last)),
-                ..commit_for(&ctx.shared.name)
+                ..ctx.commit_for()
             })
             .await?;
         return Ok(());
@@ -382,10 +397,14 @@ async fn step(
     Ok(())
 }
 
-fn commit_for(group: &str) -> ConsumerCommit {
-    ConsumerCommit {
-        group: group.to_owned(),
-        ..Default::default()
+impl ConsumerCtx {
+    /// An empty commit of this consumer: its group, fenced by its lease.
+    fn commit_for(&self) -> ConsumerCommit {
+        ConsumerCommit {
+            group: self.shared.name.clone(),
+            lease: self.lease.clone(),
+            ..Default::default()
+        }
     }
 }
 

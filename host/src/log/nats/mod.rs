@@ -15,9 +15,11 @@
 //! - `write`: appends, stream appends, the consumer commit, offsets, dead letters.
 //! - `records`: the reads that decode records (events, streams, offsets, state, ...).
 //! - `retention`: the retention pass and dedupe expiry.
+//! - `lease`: members and partition leases of daemons sharing the log.
 
 mod batch;
 mod layout;
+mod lease;
 mod read;
 mod records;
 mod retention;
@@ -38,8 +40,8 @@ use self::layout::Layout;
 use super::watch::{EndSignal, EndWatch};
 use super::{
     Appended, AttemptRecord, CommitOutcome, ConsumerCommit, DeadLetter, DeadLetterId, EventLog,
-    ExpectedVersion, LogConfig, LogError, LogStats, NewEvent, Pending, RetentionReport,
-    StorageFailure, TopicConfig, TopicInfo,
+    ExpectedVersion, LeaseFence, LeaseKey, LeaseState, Leases, LogConfig, LogError, LogStats,
+    MemberState, NewEvent, Pending, RetentionReport, StorageFailure, TopicConfig, TopicInfo,
 };
 use crate::event::{Position, StoredEvent};
 use crate::histogram::{BATCH_SIZES, COMMIT_SECONDS, Histogram};
@@ -544,6 +546,10 @@ impl EventLog for NatsLog {
         self.write(|s| async move { retention::run(&s).await })
     }
 
+    fn leases(&self) -> Option<&dyn Leases> {
+        Some(self)
+    }
+
     fn stats(&self) -> LogStats {
         let c = lock(&self.shared.counters);
         LogStats {
@@ -560,6 +566,44 @@ impl EventLog for NatsLog {
                 c.write_error.clone()
             },
         }
+    }
+}
+
+impl Leases for NatsLog {
+    fn heartbeat(&self, id: &str, groups: Vec<String>) -> Pending<()> {
+        let id = id.to_owned();
+        self.run(move |s| async move { lease::heartbeat(&s, &id, groups).await })
+    }
+
+    fn leave(&self, id: &str) -> Pending<()> {
+        let id = id.to_owned();
+        self.run(move |s| async move { lease::leave(&s, &id).await })
+    }
+
+    fn members(&self) -> Pending<Vec<MemberState>> {
+        self.run(|s| async move { lease::members(&s).await })
+    }
+
+    fn leases(&self) -> Pending<Vec<LeaseState>> {
+        self.run(|s| async move { lease::leases(&s).await })
+    }
+
+    fn acquire(&self, key: &LeaseKey, owner: &str, seen: u64) -> Pending<LeaseFence> {
+        let (key, owner) = (key.clone(), owner.to_owned());
+        self.run(move |s| async move { lease::acquire(&s, &key, &owner, seen).await })
+    }
+
+    fn renew(&self, fence: &LeaseFence) -> Pending<()> {
+        let fence = fence.clone();
+        self.run(move |s| async move {
+            let owner = Some(fence.owner.clone());
+            lease::rewrite(&s, &fence, owner).await
+        })
+    }
+
+    fn release(&self, fence: &LeaseFence) -> Pending<()> {
+        let fence = fence.clone();
+        self.run(move |s| async move { lease::rewrite(&s, &fence, None).await })
     }
 }
 

@@ -414,10 +414,18 @@ async fn commit_round(
         resolve_dead_letter,
         requires_state,
         seek_from,
+        lease,
+        state_read,
     } = commit;
     let now_ms = s.now_ms();
     let mut view = View::default();
     let mut batch = Batch::default();
+    // The lease first: a commit of a daemon that lost its partition is refused before
+    // anything else is looked at.
+    let lease_msg = match &lease {
+        Some(fence) => Some(super::lease::fence_commit(s, fence, &mut batch).await?),
+        None => None,
+    };
     // Decide everything first, in the order of the other backends (the first failing check
     // names the error): the fences ...
     let mut resolve = None;
@@ -438,6 +446,20 @@ async fn commit_round(
             return Err(LogError::StateEntryGone { namespace, key });
         };
         required = Some((subject, seq, live.payload));
+    }
+    // What the call read must be as it saw it; each read entry is fenced where it stands,
+    // and re-published unchanged unless the commit writes it (a fence needs a message).
+    let mut reads = Vec::new();
+    for read in state_read {
+        let subject = s.layout.state(&read.namespace, &read.key);
+        let (live, seq) = entry(s, &subject).await?;
+        if live.as_ref().map(|m| m.payload.as_ref()) != read.value.as_deref() {
+            return Err(LogError::StateMoved {
+                namespace: read.namespace,
+                key: read.key,
+            });
+        }
+        reads.push((subject, seq, live.map(|m| m.payload)));
     }
     // ... the offset, the attempts' positions, the state keys, the emits ...
     let mut offset_msg = None;
@@ -460,6 +482,9 @@ async fn commit_round(
         batch.fence(subject, *seq);
     }
     if let Some((subject, seq, _)) = &required {
+        batch.fence(subject, *seq);
+    }
+    for (subject, seq, _) in &reads {
         batch.fence(subject, *seq);
     }
     let mut counter = None;
@@ -498,15 +523,20 @@ async fn commit_round(
     let emitted = plan_events(s, &mut view, &mut batch, emits, None, now_ms).await?;
 
     // ... then write; nothing can refuse the commit any more but a stale fence.
+    if let Some(msg) = lease_msg {
+        batch.push(msg);
+    }
     if let Some(msg) = offset_msg {
         batch.push(msg);
     }
     let mut wrote_required = false;
+    let mut written = BTreeSet::new();
     for change in state {
         let subject = s.layout.state(&change.namespace, &change.key);
         if required.as_ref().is_some_and(|(r, _, _)| *r == subject) {
             wrote_required = true;
         }
+        written.insert(subject.clone());
         batch.push(match change.value {
             Some(value) => Msg::new(subject, value),
             None => tombstone(subject),
@@ -516,7 +546,16 @@ async fn commit_round(
         && !wrote_required
     {
         // The fence needs a message on its subject: the entry, unchanged.
+        written.insert(subject.clone());
         batch.push(Msg::new(subject, value));
+    }
+    for (subject, _, value) in reads {
+        if written.insert(subject.clone()) {
+            batch.push(match value {
+                Some(value) => Msg::new(subject, value),
+                None => tombstone(subject),
+            });
+        }
     }
     for update in attempts {
         let p = &update.position;

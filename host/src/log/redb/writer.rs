@@ -831,9 +831,18 @@ impl<'t, 'c> Batch<'t, 'c> {
             resolve_dead_letter,
             requires_state,
             seek_from,
+            lease,
+            state_read,
         } = commit;
         if group.is_empty() {
             refuse!(LogError::Invalid("a consumer commit needs a group".into()));
+        }
+        if let Some(fence) = lease {
+            // One daemon holds the file: nothing here hands out leases to fence by.
+            refuse!(LogError::Invalid(format!(
+                "a redb log is worked by one daemon and keeps no leases; a commit fenced by the lease of {} does not belong here",
+                fence.key
+            )));
         }
         // The fences: what this commit resolves must still be there.
         if let Some(id) = resolve_dead_letter
@@ -849,6 +858,19 @@ impl<'t, 'c> Batch<'t, 'c> {
                 .is_none()
         {
             refuse!(LogError::StateEntryGone { namespace, key });
+        }
+        for read in state_read {
+            let now = self
+                .t
+                .state
+                .get((read.namespace.as_str(), read.key.as_str()))?
+                .map(|g| g.value().to_vec());
+            if now != read.value {
+                refuse!(LogError::StateMoved {
+                    namespace: read.namespace,
+                    key: read.key,
+                });
+            }
         }
         // Decide everything first ...
         let offset_row = match &offset {
