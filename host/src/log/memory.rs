@@ -963,28 +963,6 @@ fn spawn_retention(shared: Weak<Shared>, interval: Duration) -> std::io::Result<
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dropping_the_log_stops_its_retention_thread_and_wakes_watchers() {
-        let log = MemoryLog::new(LogConfig {
-            retention_interval: Duration::from_millis(1),
-            ..LogConfig::default()
-        })
-        .unwrap();
-        log.create_topic("t", TopicConfig::default())
-            .wait()
-            .unwrap();
-        let watch = log.watch("t", 0).wait().unwrap();
-        let waiter =
-            std::thread::spawn(move || watch.wait_past_blocking(0, Duration::from_secs(10)));
-        drop(log);
-        assert!(matches!(waiter.join().unwrap(), Err(LogError::Closed)));
-    }
-}
-
 impl Leases for MemoryLog {
     fn heartbeat(&self, id: &str, groups: Vec<String>) -> Pending<()> {
         self.write(|txn| {
@@ -1069,5 +1047,27 @@ impl Leases for MemoryLog {
             }
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropping_the_log_stops_its_retention_thread_and_wakes_watchers() {
+        let log = MemoryLog::new(LogConfig {
+            retention_interval: Duration::from_millis(1),
+            ..LogConfig::default()
+        })
+        .unwrap();
+        log.create_topic("t", TopicConfig::default())
+            .wait()
+            .unwrap();
+        let watch = log.watch("t", 0).wait().unwrap();
+        let waiter =
+            std::thread::spawn(move || watch.wait_past_blocking(0, Duration::from_secs(10)));
+        drop(log);
+        assert!(matches!(waiter.join().unwrap(), Err(LogError::Closed)));
     }
 }
