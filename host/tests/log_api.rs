@@ -561,6 +561,7 @@ fn advance_to(group: &str, topic: &str, partition: u32, next: u64) -> ConsumerCo
             topic: topic.into(),
             partition,
             next,
+            from: None,
         }),
         ..ConsumerCommit::default()
     }
@@ -727,6 +728,7 @@ fn a_commit_with_one_invalid_part_is_refused_whole<L: Backend>() {
             topic: "orders".into(),
             partition: 0,
             next: 1,
+            from: None,
         }),
         emits: vec![
             NewEvent::to_topic("orders", event("emitted-ok")),
@@ -749,7 +751,7 @@ fn a_commit_with_one_invalid_part_is_refused_whole<L: Backend>() {
         dead_letter: Some(record),
         resolve_dead_letter: None,
         requires_state: None,
-        seek_from: None,
+        seek: false,
         lease: None,
         state_read: Vec::new(),
     };
@@ -818,6 +820,7 @@ fn a_consumer_commit_writes_all_its_parts_together<L: Backend>() {
             topic: "orders".into(),
             partition: 0,
             next: 1,
+            from: None,
         }),
         emits: vec![
             NewEvent::new(event_of("inv-1", "invoice.created", None)),
@@ -846,7 +849,7 @@ fn a_consumer_commit_writes_all_its_parts_together<L: Backend>() {
         )),
         resolve_dead_letter: None,
         requires_state: None,
-        seek_from: None,
+        seek: false,
         lease: None,
         state_read: Vec::new(),
     };
@@ -1614,6 +1617,7 @@ fn a_commit_resolving_a_gone_dead_letter_is_refused_whole<L: Backend>() {
         topic: "orders".into(),
         partition: 0,
         next: 3,
+        from: None,
     });
     let refused = h.log.commit(late).wait();
     assert!(
@@ -1750,6 +1754,7 @@ fn a_commit_requiring_a_gone_state_entry_is_refused_whole<L: Backend>() {
             topic: "orders".into(),
             partition: 0,
             next: 1,
+            from: None,
         }),
         emits: vec![NewEvent::to_topic("out", event(&format!("out-{tag}")))],
         state: vec![
@@ -1850,6 +1855,7 @@ fn a_commit_requiring_a_gone_state_entry_is_refused_whole<L: Backend>() {
         topic: "orders".into(),
         partition: 0,
         next: 2,
+        from: None,
     });
     zombie.attempts[0].record = Some(attempt);
     let refused = h.log.commit(zombie).wait();
@@ -2455,6 +2461,59 @@ fn a_commit_whose_read_state_moved_is_refused_whole<L: Backend>() {
     );
 }
 
+/// A consumer that read a stale committed offset (a lagging replica, a partition just taken
+/// over) and handled events already committed must not commit them again, even when its
+/// batch goes further than what is committed: the advance names the offset it read from.
+fn a_commit_from_a_stale_offset_is_refused_even_if_it_goes_further<L: Backend>() {
+    let h = Harness::<L>::new();
+    h.publish("orders", (0..6).map(|i| event(&format!("e{i}"))).collect());
+    let from = |from: Option<u64>, next: u64, tag: &str| ConsumerCommit {
+        emits: vec![NewEvent::to_topic(
+            "effects",
+            event(&format!("effect-{tag}")),
+        )],
+        offset: Some(OffsetAdvance {
+            topic: "orders".into(),
+            partition: 0,
+            next,
+            from,
+        }),
+        group: "billing".into(),
+        ..ConsumerCommit::default()
+    };
+    // No offset yet: an advance that names one is refused.
+    let unregistered = h.log.commit(from(Some(0), 2, "unregistered")).wait();
+    assert!(
+        matches!(unregistered, Err(LogError::OffsetConflict { .. })),
+        "{unregistered:?}"
+    );
+    h.log.commit(from(None, 1, "a")).wait().unwrap();
+    h.log.commit(from(Some(1), 3, "b")).wait().unwrap();
+    // Read at 1, handled 1..5: 3 is committed meanwhile, so this is refused whole.
+    let stale = h.log.commit(from(Some(1), 5, "stale")).wait();
+    assert!(
+        matches!(
+            stale,
+            Err(LogError::OffsetConflict {
+                current: 3,
+                requested: 5,
+                ..
+            })
+        ),
+        "{stale:?}"
+    );
+    h.log.commit(from(Some(3), 5, "c")).wait().unwrap();
+    let h = h.reopen();
+    assert_eq!(h.ids("effects", 0), ["effect-a", "effect-b", "effect-c"]);
+    assert_eq!(
+        h.log
+            .committed_offset("billing", "orders", 0)
+            .wait()
+            .unwrap(),
+        Some(5)
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // leases: logs several daemons share (memory with leases, NATS); redb has none
 
@@ -2726,9 +2785,13 @@ fn a_seek_is_a_commit_fenced_by_the_offset_it_moves_from<L: Backend>() {
         .commit(advance_to("billing", "orders", 0, 3))
         .wait()
         .unwrap();
-    let seek = |from: u64, to: u64| ConsumerCommit {
-        seek_from: Some(from),
-        ..advance_to("billing", "orders", 0, to)
+    let seek = |from: u64, to: u64| {
+        let mut c = advance_to("billing", "orders", 0, to);
+        c.seek = true;
+        if let Some(advance) = &mut c.offset {
+            advance.from = Some(from);
+        }
+        c
     };
     // Backwards, from the offset it is at.
     h.log.commit(seek(3, 1)).wait().unwrap();
@@ -2770,20 +2833,24 @@ fn a_seek_is_a_commit_fenced_by_the_offset_it_moves_from<L: Backend>() {
         Err(LogError::Invalid(_))
     ));
     h.log.commit(seek(2, 3)).wait().unwrap();
-    // A group that never committed is at 0.
-    h.log
+    // A seek that does not name where it moves from is refused: it would be unfenced.
+    let unfenced = h
+        .log
         .commit(ConsumerCommit {
-            seek_from: Some(0),
-            ..advance_to("shipping", "orders", 0, 2)
+            seek: true,
+            ..advance_to("billing", "orders", 0, 0)
         })
-        .wait()
-        .unwrap();
+        .wait();
+    assert!(
+        matches!(unfenced, Err(LogError::Invalid(_))),
+        "{unfenced:?}"
+    );
     assert_eq!(
         h.log
-            .committed_offset("shipping", "orders", 0)
+            .committed_offset("billing", "orders", 0)
             .wait()
             .unwrap(),
-        Some(2)
+        Some(3)
     );
 }
 
@@ -2852,6 +2919,7 @@ contract_tests! {
         racing_acquisitions_of_one_lease_have_one_winner,
         members_announce_their_groups_and_leave,
         a_commit_whose_read_state_moved_is_refused_whole,
+        a_commit_from_a_stale_offset_is_refused_even_if_it_goes_further,
         dead_letter_counts_follow_park_resolve_and_delete,
         a_seek_is_a_commit_fenced_by_the_offset_it_moves_from;
     async:

@@ -68,8 +68,9 @@ impl Seeks {
                     topic: topic.to_owned(),
                     partition,
                     next: seek.offset,
+                    from: Some(committed),
                 }),
-                seek_from: Some(committed),
+                seek: true,
                 ..base
             })
             .await

@@ -531,6 +531,7 @@ async fn run(env: Env, handle: SupervisorHandle, mut stop: watch::Receiver<bool>
                         stop: stop_rx,
                         seek: handle.shared.seeks.subscribe(),
                         lease: lease.clone(),
+                        committed: std::sync::atomic::AtomicU64::new(0),
                     };
                     let task = tokio::spawn(consumer::run(ctx));
                     consumers.insert(

@@ -86,12 +86,12 @@ pub struct ConsumerCommit {
     /// [`LogError::StateEntryGone`](super::LogError::StateEntryGone). Whether the entry stays
     /// is up to `state`.
     pub requires_state: Option<StateKey>,
-    /// Makes `offset` an operator's seek: `offset.next` may then be anywhere from 0 to the
-    /// partition's end (backwards too), and the commit applies only if the group's committed
-    /// offset is exactly this (none counts as 0). That value is the seek's fence: a commit
-    /// that moved the offset meanwhile makes the seek fail with
-    /// [`LogError::OffsetConflict`](super::LogError::OffsetConflict) instead of interleaving.
-    pub seek_from: Option<u64>,
+    /// Makes `offset` an operator's seek: `offset.next` may then be anywhere up to the
+    /// partition's end, backwards too. It must name the offset it moves from
+    /// (`OffsetAdvance::from`), which fences it: a commit that moved the offset meanwhile
+    /// makes the seek fail with [`LogError::OffsetConflict`](super::LogError::OffsetConflict)
+    /// instead of interleaving.
+    pub seek: bool,
     /// The lease under which the commit's partition is worked, on a log several daemons
     /// share: the commit lands only while the lease is still held under it, else it is
     /// refused whole with [`LogError::LeaseLost`](super::LogError::LeaseLost).
@@ -122,12 +122,18 @@ pub struct StateKey {
 /// Move a group's committed offset on one partition to `next` (the offset after the event
 /// handled). The log refuses a `next` that does not advance the committed offset — a second
 /// commit for the same event is how a duplicated delivery shows, and refusing it keeps the
-/// call's effects from landing twice — and a `next` beyond the partition's end.
+/// call's effects from landing twice — a `next` beyond the partition's end, and, when `from`
+/// is set, any committed offset other than `from`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OffsetAdvance {
     pub topic: String,
     pub partition: u32,
     pub next: u64,
+    /// The committed offset the commit's calls were read from: the commit lands only if
+    /// that is still the committed offset. Without it, a consumer that read a stale offset
+    /// (a replica lagging behind, a partition just taken over) and handled events already
+    /// committed would commit their effects again as long as its `next` went further.
+    pub from: Option<u64>,
 }
 
 /// A write to a plugin's key-value store: `Some` puts, `None` deletes.

@@ -46,7 +46,7 @@ pub enum LogError {
     /// (someone else committed that event first); nothing of the commit was written.
     #[error(
         "group `{group}` has committed offset {current} on {topic}/{partition}; \
-         a commit to {requested} would not advance it"
+         a commit to {requested} does not follow it"
     )]
     OffsetConflict {
         group: String,

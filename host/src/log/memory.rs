@@ -496,7 +496,7 @@ impl Txn<'_> {
             dead_letter,
             resolve_dead_letter,
             requires_state,
-            seek_from,
+            seek,
             lease,
             state_read,
         } = commit;
@@ -549,7 +549,7 @@ impl Txn<'_> {
                     .end();
                 let key = (group.clone(), advance.topic.clone(), advance.partition);
                 let current = self.store.offsets.get(&key).copied();
-                rules::check_offset_advance(&group, &advance, current, end, seek_from)?;
+                rules::check_offset_advance(&group, &advance, current, end, seek)?;
                 Some((key, advance.next))
             }
         };

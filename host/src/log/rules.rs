@@ -130,27 +130,30 @@ pub(crate) fn within_dedupe_window(now_ms: u64, at_ms: u64, config: &LogConfig) 
 }
 
 /// The offset a consumer commit moves to must advance the group's committed offset
-/// (`current`) and stay within the partition (`end`). A seek (`seek_from`, see
-/// [`super::ConsumerCommit::seek_from`]) may move it anywhere up to `end` instead, provided
-/// the committed offset is exactly `seek_from`.
+/// (`current`) and stay within the partition (`end`). A seek (see
+/// [`super::ConsumerCommit::seek`]) may move it anywhere up to `end` instead; it names the
+/// offset it moves from, which must be the committed one.
 pub(crate) fn check_offset_advance(
     group: &str,
     advance: &OffsetAdvance,
     current: Option<u64>,
     end: u64,
-    seek_from: Option<u64>,
+    seek: bool,
 ) -> Result<(), LogError> {
-    let moved = match seek_from {
-        Some(from) => current.unwrap_or(0) != from,
-        None => current.is_some_and(|current| advance.next <= current),
-    };
-    if moved {
-        let current = current.unwrap_or(0);
+    if seek && advance.from.is_none() {
+        return Err(LogError::Invalid(
+            "a seek names the offset it moves from (`OffsetAdvance::from`)".into(),
+        ));
+    }
+    let moved = advance.from.is_some_and(|from| current != Some(from));
+    // A seek may go backwards; an advance may not.
+    let behind = !seek && current.is_some_and(|current| advance.next <= current);
+    if moved || behind {
         return Err(LogError::OffsetConflict {
             group: group.to_owned(),
             topic: advance.topic.clone(),
             partition: advance.partition,
-            current,
+            current: current.unwrap_or(0),
             requested: advance.next,
         });
     }

@@ -85,8 +85,7 @@ pub(super) async fn after_failure(
                 Place::Aside => (None, Some(key.clone())),
             };
             let result = ctx
-                .log
-                .commit(ConsumerCommit {
+                .commit_log(ConsumerCommit {
                     offset: advance,
                     attempts: vec![AttemptUpdate {
                         position: d.event.position.clone(),

@@ -66,7 +66,7 @@ pub(super) async fn call(
             state_read: w.overlay.take_reads(&group),
             ..ctx.commit_for()
         };
-        let result = ctx.log.commit(c).await;
+        let result = ctx.commit_log(c).await;
         drop(guard);
         if let Err(error) = result {
             w.overlay.discard();

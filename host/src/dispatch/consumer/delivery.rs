@@ -174,7 +174,7 @@ pub(super) async fn call_and_commit(
         state_read: w.overlay.take_reads(&group),
         ..ctx.commit_for()
     };
-    let result = ctx.log.commit(c).await;
+    let result = ctx.commit_log(c).await;
     drop(guard);
     match result {
         Ok(_) => {
@@ -362,8 +362,7 @@ pub(super) async fn park(
     } = finish(ctx, d);
     let now = SystemTime::now();
     let result = ctx
-        .log
-        .commit(ConsumerCommit {
+        .commit_log(ConsumerCommit {
             offset,
             state,
             requires_state,

@@ -32,6 +32,7 @@ mod delivery;
 mod retry;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -66,6 +67,9 @@ pub(super) struct ConsumerCtx {
     /// The lease this daemon works the partition under, when daemons share the log: every
     /// commit carries it, so none lands once another daemon took the partition.
     pub lease: Option<LeaseFence>,
+    /// The committed offset as this consumer knows it (read at each round, moved by its
+    /// own commits): every offset advance is fenced on it (`OffsetAdvance::from`).
+    pub committed: AtomicU64,
 }
 
 /// How a consumer task ended.
@@ -250,17 +254,24 @@ async fn committed_or_register(ctx: &ConsumerCtx) -> Result<u64, Stop> {
         .committed_offset(group, &ctx.topic, ctx.partition)
         .await?
     {
+        ctx.committed.store(next, Ordering::SeqCst);
         return Ok(next);
     }
+    let register = OffsetAdvance {
+        from: None,
+        ..advance(ctx, 0)
+    };
     match ctx
-        .log
-        .commit(ConsumerCommit {
-            offset: Some(advance(ctx, 0)),
+        .commit_log(ConsumerCommit {
+            offset: Some(register),
             ..ctx.commit_for()
         })
         .await
     {
-        Ok(_) => Ok(0),
+        Ok(_) => {
+            ctx.committed.store(0, Ordering::SeqCst);
+            Ok(0)
+        }
         // Registered meanwhile (by an earlier generation of this consumer).
         Err(e) if e.class() == ErrorClass::Conflict && !e.lease_lost() => Err(Stop::Conflict(e)),
         Err(e) => Err(e.into()),
@@ -335,12 +346,11 @@ async fn step(
     let Some(first_match) = batch.iter().position(|e| w.filter.matches(&e.event.ty)) else {
         let last = batch.last().map_or(next, |e| e.position.offset + 1);
         *worker = Some(w);
-        ctx.log
-            .commit(ConsumerCommit {
-                offset: Some(advance(ctx, last)),
-                ..ctx.commit_for()
-            })
-            .await?;
+        ctx.commit_log(ConsumerCommit {
+            offset: Some(advance(ctx, last)),
+            ..ctx.commit_for()
+        })
+        .await?;
         return Ok(());
     };
 
@@ -408,17 +418,31 @@ impl ConsumerCtx {
     }
 }
 
+/// An advance to `next` from the committed offset as this consumer knows it.
 fn advance(ctx: &ConsumerCtx, next: u64) -> OffsetAdvance {
     OffsetAdvance {
         topic: ctx.topic.clone(),
         partition: ctx.partition,
         next,
+        from: Some(ctx.committed.load(Ordering::SeqCst)),
+    }
+}
+
+impl ConsumerCtx {
+    /// Commits `c` through the log, keeping the consumer's view of its committed offset.
+    async fn commit_log(&self, c: ConsumerCommit) -> Result<CommitOutcome, LogError> {
+        let next = c.offset.as_ref().map(|a| a.next);
+        let outcome = self.log.commit(c).await?;
+        if let Some(next) = next {
+            self.committed.store(next, Ordering::SeqCst);
+        }
+        Ok(outcome)
     }
 }
 
 /// Commits the consumer's own bookkeeping; every error stops the round.
 async fn commit(ctx: &ConsumerCtx, c: ConsumerCommit) -> Result<CommitOutcome, Stop> {
-    Ok(ctx.log.commit(c).await?)
+    Ok(ctx.commit_log(c).await?)
 }
 
 fn emits_of(effects: &mut Effects) -> Vec<NewEvent> {

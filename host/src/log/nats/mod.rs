@@ -185,6 +185,7 @@ impl NatsLog {
         });
         let shared = Arc::new(pending.wait()?);
         retention::spawn_background(&handle, Arc::downgrade(&shared));
+        handle.spawn(refresh_watched(Arc::downgrade(&shared)));
         // The writer: one write at a time, in submission order, so that two writes a caller
         // issues one after the other land in that order (as with the other backends). Each
         // write is still fenced, so writers in other processes cannot break it.
@@ -257,6 +258,40 @@ impl NatsLog {
         // job's answer is then `Closed`.
         let _ = self.writes.send(job);
         pending
+    }
+}
+
+/// How often watched partitions' ends are read back, in case announcements were lost.
+const WATCH_REFRESH: Duration = Duration::from_secs(1);
+
+/// Announcements of stored events are core NATS messages: at most once. One sent while this
+/// client was reconnecting, or by a stream leader that died right after committing, never
+/// arrives, and a consumer waiting for it would wait until the next append. So every watched
+/// partition's end is also read back every [`WATCH_REFRESH`]: a lost wake-up costs at most
+/// that long. Ends with the log.
+async fn refresh_watched(shared: Weak<Shared>) {
+    loop {
+        tokio::time::sleep(WATCH_REFRESH).await;
+        let Some(s) = shared.upgrade() else {
+            return;
+        };
+        if s.check_open().is_err() {
+            return;
+        }
+        let watched: Vec<((String, u32), Arc<EndSignal>)> = lock(&s.signals)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for ((topic, partition), signal) in watched {
+            match read::last(&s.stream, &s.layout.events(&topic, partition)).await {
+                Ok(last) => {
+                    if let Ok(end) = read::end_of(&last) {
+                        signal.advance(end);
+                    }
+                }
+                Err(e) => tracing::debug!(%topic, partition, "cannot read the end back: {e}"),
+            }
+        }
     }
 }
 

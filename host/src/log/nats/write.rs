@@ -413,7 +413,7 @@ async fn commit_round(
         dead_letter,
         resolve_dead_letter,
         requires_state,
-        seek_from,
+        seek,
         lease,
         state_read,
     } = commit;
@@ -467,7 +467,7 @@ async fn commit_round(
         view.locate(s, &advance.topic, advance.partition).await?;
         let (end, _, _) = view.partition(s, &advance.topic, advance.partition).await?;
         let (current, seq) = committed(s, &group, &advance.topic, advance.partition).await?;
-        rules::check_offset_advance(&group, advance, current, end, seek_from)?;
+        rules::check_offset_advance(&group, advance, current, end, seek)?;
         let subject = s.layout.offset(&group, &advance.topic, advance.partition);
         batch.fence(&subject, seq);
         offset_msg = Some(Msg::new(subject, advance.next.to_string()));

@@ -830,7 +830,7 @@ impl<'t, 'c> Batch<'t, 'c> {
             dead_letter,
             resolve_dead_letter,
             requires_state,
-            seek_from,
+            seek,
             lease,
             state_read,
         } = commit;
@@ -886,9 +886,9 @@ impl<'t, 'c> Batch<'t, 'c> {
                     .get((group.as_str(), meta.id, advance.partition))?
                     .map(|g| g.value());
                 let end = self.part(meta.id, advance.partition).end;
-                if let Err(e) = crate::log::rules::check_offset_advance(
-                    &group, advance, current, end, seek_from,
-                ) {
+                if let Err(e) =
+                    crate::log::rules::check_offset_advance(&group, advance, current, end, seek)
+                {
                     refuse!(e);
                 }
                 Some((meta.id, advance.partition, advance.next))
