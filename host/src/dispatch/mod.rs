@@ -216,6 +216,8 @@ pub struct PluginStatus {
     pub consumer_error: Option<String>,
     /// Consumers that ended unexpectedly and wait for their restart now.
     pub consumers_down: u64,
+    /// What the operator granted the running version.
+    pub grants: Grants,
 }
 
 /// Errors of dispatcher operations (not of plugin calls, which end up in

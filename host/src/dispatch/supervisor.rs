@@ -322,6 +322,7 @@ impl SupervisorHandle {
                 .unwrap_or_else(PoisonError::into_inner)
                 .clone(),
             consumers_down: self.shared.consumers_down.load(Ordering::Relaxed),
+            grants: d.settings.grants.clone(),
         }
     }
 }
@@ -532,6 +533,7 @@ async fn run(env: Env, handle: SupervisorHandle, mut stop: watch::Receiver<bool>
                         seek: handle.shared.seeks.subscribe(),
                         lease: lease.clone(),
                         committed: std::sync::atomic::AtomicU64::new(0),
+                        survived: Mutex::new(None),
                     };
                     let task = tokio::spawn(consumer::run(ctx));
                     consumers.insert(

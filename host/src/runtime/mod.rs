@@ -198,6 +198,11 @@ impl Grants {
         &self.source
     }
 
+    /// The event-type patterns `emit` is granted for (empty: no emit).
+    pub fn emit_patterns(&self) -> &[String] {
+        &self.emit_patterns
+    }
+
     /// Whether an event of type `ty` may be emitted.
     pub fn may_emit(&self, ty: &str) -> bool {
         self.emit.as_ref().is_some_and(|set| set.is_match(ty))

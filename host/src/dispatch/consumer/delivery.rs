@@ -10,8 +10,8 @@
 //! unknown topic, ...) can never succeed: the event is parked at once as
 //! `rejected` with the log's reason instead of being retried.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use super::super::breaker::Ticket;
@@ -184,7 +184,15 @@ pub(super) async fn call_and_commit(
         // What the call read moved under it: redo it on fresh state.
         Err(e) if e.state_moved() => return Err(Stop::Conflict(e)),
         Err(e) => match e.class() {
-            ErrorClass::Failed => return Err(Stop::Log(e)),
+            ErrorClass::Failed => {
+                if d.place == Place::InLine {
+                    // The call returned: whoever takes the event next need not count it
+                    // as a crash (see `careful`).
+                    *ctx.survived.lock().unwrap_or_else(PoisonError::into_inner) =
+                        Some((d.event.position.clone(), d.counted + 1));
+                }
+                return Err(Stop::Log(e));
+            }
             ErrorClass::Conflict => {
                 tracing::info!(plugin = %group, event_id = %d.event.event.id, "another commit finished the event first ({e}); this call's effects are dropped");
             }

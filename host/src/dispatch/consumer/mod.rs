@@ -70,6 +70,10 @@ pub(super) struct ConsumerCtx {
     /// The committed offset as this consumer knows it (read at each round, moved by its
     /// own commits): every offset advance is fenced on it (`OffsetAdvance::from`).
     pub committed: AtomicU64,
+    /// The event whose careful call returned (so the host survived it) but whose commit
+    /// failed, with the attempt count its pre-call record holds: taking it again does not
+    /// count another attempt, which the poison-pill check would take for a crash.
+    pub survived: std::sync::Mutex<Option<(crate::event::Position, u32)>>,
 }
 
 /// How a consumer task ended.
