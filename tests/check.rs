@@ -5,10 +5,18 @@ mod support;
 
 use std::process::Command;
 
+/// The author commands' compile cache, kept inside the build's target directory.
+fn cache_dir() -> std::path::PathBuf {
+    support::workspace_root()
+        .join("target")
+        .join("author-test-cache")
+}
+
 fn check(args: &[&std::ffi::OsStr]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_evhost"))
         .arg("check")
         .args(args)
+        .env("EVHOST_CACHE_DIR", cache_dir())
         .output()
         .expect("evhost runs")
 }
@@ -87,6 +95,7 @@ fn call(file: &std::path::Path, args: &[&str]) -> std::process::Output {
         .arg("call")
         .arg(file)
         .args(args)
+        .env("EVHOST_CACHE_DIR", cache_dir())
         .output()
         .expect("evhost runs")
 }

@@ -1,20 +1,15 @@
 //! The `evhost` command line: argument parsing and output only; the work is
 //! done by the library.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use evhost::cli::author::{self, Lang};
 use evhost::cli::{self, Client, DataSource, PublishRequest, TailRequest};
 use evhost::config::{self, LogFormat, Overrides};
-use evhost::event::{self, Event, Position, StoredEvent};
-use evhost::runtime::{
-    GrantSource, Grants, InstanceSettings, LoadedPlugin, Runtime, RuntimeConfig,
-};
 
 #[derive(Parser)]
 #[command(
@@ -142,15 +137,41 @@ enum Command {
         #[command(subcommand)]
         command: SchemaCommand,
     },
-    /// Create a new plugin crate in ./NAME (builds for wasm32-wasip2 as it stands).
+    /// Create a new plugin project in ./NAME that builds as it stands.
     New {
+        /// The plugin's name: 1 to 64 lowercase letters, digits or '-', starting with a letter.
         name: String,
+        /// The language of the project.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: LangArg,
         /// Directory to create (default: ./NAME).
         #[arg(long)]
         path: Option<PathBuf>,
-        /// Use this evhost-sdk checkout (default: the one this evhost was built from).
+        /// Rust: use this evhost-sdk checkout (default: the one this evhost was built from).
         #[arg(long)]
         sdk_path: Option<PathBuf>,
+    },
+    /// Build a plugin project (its language detected) into DIR/dist/NAME.wasm, checked
+    /// against the world, with its sidecar DIR/dist/NAME.toml.
+    Build {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Build a plugin project and install it into a daemon's plugin directory (atomically).
+    Deploy {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// The daemon's plugin directory.
+        #[arg(long, env = "EVHOST_PLUGINS")]
+        plugins: PathBuf,
+    },
+    /// Deploy, then rebuild and redeploy on every change of the sources (Ctrl-C stops).
+    Dev {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// The daemon's plugin directory.
+        #[arg(long, env = "EVHOST_PLUGINS")]
+        plugins: PathBuf,
     },
     /// Load a plugin, check that it fits the evhost:plugin world and print what it describes.
     Check {
@@ -174,13 +195,27 @@ enum Command {
         /// CloudEvents `subject` (the key).
         #[arg(long)]
         subject: Option<String>,
-        /// Operator config values for the plugin, `KEY=VALUE`.
+        /// The topic (default: derived from the type, as for a publish).
+        #[arg(long)]
+        topic: Option<String>,
+        /// Operator config values for the plugin, `KEY=VALUE` (over the sidecar's).
         #[arg(long = "config", value_parser = parse_key_value)]
         config: Vec<(String, String)>,
-        /// Grant `emit` (all types) and `state`; without it the call has only `log` and `config`.
+        /// The operator's sidecar (`NAME.toml`): its grants, subscriptions, limits and config apply.
+        #[arg(long)]
+        sidecar: Option<PathBuf>,
+        /// Grant `emit` (all types) and `state`; without it (or a sidecar) the call has only
+        /// `log` and `config`.
         #[arg(long)]
         grant_all: bool,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LangArg {
+    Rust,
+    Python,
+    Js,
 }
 
 #[derive(Args)]
@@ -342,7 +377,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", cli::error_report(&e));
             ExitCode::FAILURE
         }
     }
@@ -552,168 +587,79 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::New {
             name,
+            lang,
             path,
             sdk_path,
         } => {
-            let dir = path.unwrap_or_else(|| PathBuf::from(&name));
+            let lang = match lang {
+                LangArg::Rust => Lang::Rust,
+                LangArg::Python => Lang::Python,
+                LangArg::Js => Lang::Js,
+            };
             let sdk = match sdk_path {
-                Some(p) => cli::scaffold::SdkSource::Path(
+                Some(p) => Some(author::rust::SdkSource::Path(
                     p.canonicalize()
                         .with_context(|| format!("--sdk-path {}", p.display()))?,
-                ),
-                None => cli::scaffold::SdkSource::detect(),
+                )),
+                None => None,
             };
-            let files = cli::scaffold::create(&name, &dir, &sdk).map_err(anyhow::Error::msg)?;
-            println!("created plugin crate {name} in {}", dir.display());
-            for f in files {
-                println!("  {}", f.display());
-            }
-            if let cli::scaffold::SdkSource::Path(p) = &sdk {
-                println!("  (evhost-sdk from {})", p.display());
-            }
+            let dir = path.unwrap_or_else(|| PathBuf::from(&name));
+            author::new_project(&name, &dir, lang, sdk)?;
+            println!("created {} plugin {name} in {}", lang.name(), dir.display());
             println!(
-                "\nnext:\n  cd {}\n  cargo test\n  cargo build --release --target wasm32-wasip2\n  evhost check target/wasm32-wasip2/release/{}.wasm",
+                "\nnext:\n  cd {}\n  {}\n  evhost build\n  evhost deploy --plugins PLUGIN_DIR",
                 dir.display(),
-                name.replace('-', "_")
+                match lang {
+                    Lang::Rust => "cargo test",
+                    Lang::Python => "python -m pytest",
+                    Lang::Js => "node --test",
+                }
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { file, json } => {
-            let runtime = Runtime::new(RuntimeConfig::default())?;
-            let plugin = match runtime.load_file(&file) {
-                Ok(plugin) => plugin,
-                // Scripts get the failure on stdout too, in the API's error shape.
-                Err(e) if json => {
-                    let error = serde_json::json!({
-                        "error": {"code": e.code(), "message": e.to_string()}
-                    });
-                    println!("{}", serde_json::to_string_pretty(&error)?);
-                    return Ok(ExitCode::FAILURE);
-                }
-                Err(e) => return Err(e.into()),
-            };
-            if json {
-                println!("{}", serde_json::to_string_pretty(&check_report(&plugin))?);
-            } else {
-                print_check(&plugin);
+        Command::Build { dir } => {
+            let built = author::build(&author::runtime()?, &dir)?;
+            println!(
+                "built {} {} → {}",
+                built.name,
+                built.version,
+                built.wasm.display()
+            );
+            if let Some(s) = &built.sidecar {
+                println!("  sidecar → {}", s.display());
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Deploy { dir, plugins } => {
+            author::build_and_deploy(&author::runtime()?, &dir, &plugins)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dev { dir, plugins } => {
+            author::dev(&dir, &plugins)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { file, json } => cli::call::check(&author::runtime()?, &file, json),
         Command::Call {
             file,
             ty,
             data,
             subject,
+            topic,
             config,
+            sidecar,
             grant_all,
         } => {
-            let runtime = Runtime::new(RuntimeConfig::default())?;
-            let plugin = runtime.load_file(&file)?;
-            if let Some(d) = &data {
-                serde_json::from_str::<serde_json::Value>(d).context("--data is not valid JSON")?;
-            }
-            let settings = InstanceSettings {
-                grants: if grant_all {
-                    Grants::all()
-                } else {
-                    Grants::default().from_source(GrantSource::Described(
-                        "rerun `evhost call` with --grant-all".into(),
-                    ))
-                },
-                config: config.into_iter().collect::<BTreeMap<_, _>>(),
-                ..Default::default()
+            let req = cli::call::CallRequest {
+                file,
+                ty,
+                data,
+                subject,
+                topic,
+                config,
+                sidecar,
+                grant_all,
             };
-            let mut instance = runtime.instance(plugin, settings);
-            let id = event::new_event_id();
-            let topic = event::topic_for_type(&ty);
-            let stored = Arc::new(StoredEvent {
-                position: Position {
-                    topic,
-                    partition: 0,
-                    offset: 0,
-                },
-                event: Event {
-                    id: id.clone(),
-                    source: "evhost://cli".into(),
-                    specversion: event::SPEC_VERSION.into(),
-                    ty,
-                    subject,
-                    time: event::now_rfc3339(),
-                    datacontenttype: data.as_ref().map(|_| "application/json".into()),
-                    dataschema: None,
-                    data: data.map(String::into_bytes),
-                    correlationid: id,
-                    causationid: None,
-                    actor: None,
-                    extensions: BTreeMap::new(),
-                    stream: None,
-                    streamversion: None,
-                },
-            });
-            match instance.call(&stored, 1) {
-                Ok(effects) => {
-                    println!("ok");
-                    for e in &effects.emits {
-                        let data = e
-                            .event
-                            .data
-                            .as_deref()
-                            .map(String::from_utf8_lossy)
-                            .unwrap_or_default();
-                        println!(
-                            "emit  {} → {}  id={}  data={data}",
-                            e.event.ty, e.topic, e.event.id
-                        );
-                    }
-                    for (k, v) in &effects.state {
-                        match v {
-                            Some(v) => println!("state set {k} = {}", String::from_utf8_lossy(v)),
-                            None => println!("state delete {k}"),
-                        }
-                    }
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(e) => {
-                    println!("failed: {e}");
-                    Ok(ExitCode::from(2))
-                }
-            }
+            cli::call::call(&author::runtime()?, req)
         }
     }
-}
-
-fn check_report(p: &LoadedPlugin) -> serde_json::Value {
-    serde_json::json!({
-        "name": p.info.name,
-        "version": p.info.version,
-        "digest": p.digest,
-        "size": p.size,
-        "subscriptions": p.info.subscriptions,
-        "retry": p.info.retry,
-        "imports": p.imports,
-    })
-}
-
-fn print_check(p: &LoadedPlugin) {
-    let info = &p.info;
-    println!(
-        "ok: {} {} fits evhost:plugin/plugin@0.1.0",
-        info.name, info.version
-    );
-    println!("  digest  sha256:{}", p.digest);
-    println!("  size    {} bytes", p.size);
-    if info.subscriptions.is_empty() {
-        println!("  subscriptions: none (the operator's sidecar must set them)");
-    }
-    for s in &info.subscriptions {
-        println!("  subscribes  topic {:<24} type {}", s.topic, s.event_type);
-    }
-    match &info.retry {
-        Some(r) => println!(
-            "  retry   {} attempts, backoff {:?} ×{} up to {:?}, jitter {}",
-            r.max_attempts, r.initial_backoff, r.multiplier, r.max_backoff, r.jitter
-        ),
-        None => println!("  retry   host default"),
-    }
-    println!("  imports {}", p.imports.join(", "));
 }

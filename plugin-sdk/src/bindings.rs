@@ -10,7 +10,7 @@ pub use wit_bindgen;
 
 wit_bindgen::generate!({
     world: "plugin",
-    path: "../wit",
+    path: "wit",
     pub_export_macro: true,
     export_macro_name: "__export_plugin",
     default_bindings_module: "evhost_sdk::__bindings",

@@ -46,6 +46,8 @@
 //! - `info` — [`PluginInfo`], [`Subscription`], [`RetryPolicy`].
 //! - `level` — [`Level`] of log lines.
 //! - `macros` — [`plugin!`].
+//! - `name` — the naming rule: [`NAME_RULE`], [`check_name`], [`suggest_name`].
+//! - [`sidecar`] (native only) — a sidecar's `[grants]` and `[config]`, shared with the daemon.
 //! - [`testing`] — the native harness: [`testing::TestHost`], [`testing::TestEvent`].
 //! - `host` — the private seam between [`Context`] and its two hosts;
 //!   `wasm` (Wasm only) implements it over the WIT imports generated in
@@ -64,7 +66,10 @@ mod idempotency;
 mod info;
 mod level;
 mod macros;
+mod name;
 mod outgoing;
+#[cfg(not(target_family = "wasm"))]
+pub mod sidecar;
 pub mod testing;
 
 #[cfg(target_family = "wasm")]
@@ -80,6 +85,7 @@ pub use event::{Event, topic_for_type};
 pub use idempotency::DEFAULT_DEDUPE_WINDOW;
 pub use info::{PluginInfo, RetryPolicy, Subscription};
 pub use level::Level;
+pub use name::{NAME_RULE, NameError, check_name, is_valid_name, suggest_name};
 pub use outgoing::OutgoingEvent;
 
 /// Everything a handler usually needs, in one `use`.
@@ -108,6 +114,8 @@ pub mod __private {
         &'a crate::Event,
         &'b mut crate::Context<'c>,
     ) -> Result<(), crate::HandlerError>;
+
+    pub use crate::name::is_valid_name;
 
     #[cfg(target_family = "wasm")]
     pub use crate::wasm::{describe, handle};

@@ -4,12 +4,14 @@
 //!
 //! - `client`: the blocking HTTP client.
 //! - `table`: aligned text tables.
+//! - `author`: the plugin author's commands: `evhost new`, `build`, `deploy`, `dev`.
+//! - `call`: `evhost check` and `evhost call`, a plugin file without a daemon.
 //! - `operator`: `evhost topic create`, `evhost seek`.
-//! - `scaffold`: `evhost new`.
 
+pub mod author;
+pub mod call;
 pub mod client;
 pub mod operator;
-pub mod scaffold;
 pub mod table;
 
 use std::io::{Read, Write};
@@ -43,6 +45,25 @@ pub struct PublishRequest {
     pub content_type: String,
     /// Further CloudEvents attributes (`dataschema`, `correlationid`, ...).
     pub attributes: Vec<(&'static str, String)>,
+}
+
+/// An error and its causes on one line, as `{:#}` prints them, except that a
+/// cause whose text the message already contains is not repeated (errors
+/// that include their source in their own message, as most here do, would
+/// otherwise print it twice: "... (os error 2): ... (os error 2)").
+pub fn error_report(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 fn print_json(v: &Value) {
@@ -573,4 +594,26 @@ pub fn schema_list(client: &Client, json_out: bool) -> anyhow::Result<()> {
     }
     print!("{}", t.render());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cause_already_in_the_message_is_printed_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory");
+        let e = crate::runtime::LoadError::Read {
+            path: "x.wasm".into(),
+            source: io,
+        };
+        let e = anyhow::Error::new(e);
+        assert_eq!(format!("{e:#}").matches("No such file").count(), 2);
+        assert_eq!(
+            error_report(&e),
+            "cannot read x.wasm: No such file or directory"
+        );
+        let e = anyhow::Error::msg("inner").context("outer");
+        assert_eq!(error_report(&e), "outer: inner");
+    }
 }

@@ -52,6 +52,16 @@ pub enum PluginError {
         /// Where instance-memory is set (" in FILE").
         set_in: String,
     },
+    #[error(
+        "{path} describes plugin `{name}` and has no sidecar of its own, but {sidecar} is there \
+         for `{name}`: rename the file to {name}.wasm so that its grants apply (cargo names its \
+         output with '_'; `evhost build` writes NAME.wasm)"
+    )]
+    SidecarUnderOtherName {
+        path: String,
+        name: String,
+        sidecar: String,
+    },
     #[error("loading {path} did not finish: {message}")]
     Aborted { path: String, message: String },
     #[error("cannot record the load number in {path}: {message}")]
@@ -79,6 +89,7 @@ pub fn load(runtime: &Runtime, wasm: &Path, load_number: u64) -> Result<Deployme
     };
     check_memory(runtime, &sidecar, &sidecar_file)?;
     let plugin = runtime.load_file(wasm)?;
+    check_file_name(wasm, &plugin.info.name, sidecar_file.exists())?;
     let mut settings = sidecar
         .settings(plugin.info.retry.as_ref())
         .map_err(sidecar_err)?;
@@ -102,6 +113,32 @@ pub fn load(runtime: &Runtime, wasm: &Path, load_number: u64) -> Result<Deployme
         settings,
         load_number,
     })
+}
+
+/// `NAME.wasm` is the convention: a file named otherwise still loads (a
+/// plugin may move to another file), with a warning — except when it has no
+/// sidecar while `NAME.toml` sits beside it for another file name: then it
+/// would run silently without the grants its operator wrote for it, so it is
+/// refused (cargo's `invoice_ledger.wasm` next to `invoice-ledger.toml`).
+fn check_file_name(wasm: &Path, name: &str, has_sidecar: bool) -> Result<(), PluginError> {
+    let stem = stem_of(wasm);
+    if stem == name {
+        return Ok(());
+    }
+    let named_sidecar = wasm.with_file_name(format!("{name}.toml"));
+    if !has_sidecar && named_sidecar.exists() {
+        return Err(PluginError::SidecarUnderOtherName {
+            path: wasm.display().to_string(),
+            name: name.to_owned(),
+            sidecar: named_sidecar.display().to_string(),
+        });
+    }
+    tracing::warn!(
+        file = %wasm.display(),
+        plugin = %name,
+        "the file name does not match the plugin's name: its sidecar is {stem}.toml; {name}.wasm is the convention"
+    );
+    Ok(())
 }
 
 /// A plugin's memory limit must fit the pool's slots: refused before the

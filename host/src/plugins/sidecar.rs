@@ -5,6 +5,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+// `[grants]` and the `[config]` value conversion are the SDK's, so that
+// `TestHost::with_sidecar` reads and enforces exactly what the daemon does.
+use evhost_sdk::sidecar::{GrantsSpec, config_value};
 use serde::Deserialize;
 
 use crate::config::{ByteSize, HumanDuration};
@@ -49,17 +52,6 @@ struct RetrySpec {
     jitter: Option<f64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct GrantsSpec {
-    /// Event-type globs the plugin may emit.
-    #[serde(default)]
-    emit: Vec<String>,
-    /// May use the `state` interface.
-    #[serde(default)]
-    state: bool,
-}
-
 impl Sidecar {
     /// Reads and parses a sidecar file; the error message names the file and the key.
     pub fn read(path: &Path) -> Result<Sidecar, String> {
@@ -91,10 +83,8 @@ impl Sidecar {
                 })?;
             }
         }
-        for pattern in &self.grants.emit {
-            globset::Glob::new(pattern)
-                .map_err(|e| format!("grants.emit: pattern {pattern:?} is invalid: {e}"))?;
-        }
+        evhost_sdk::sidecar::EmitGrant::new(self.grants.emit.clone())
+            .map_err(|e| format!("grants.emit: {e}"))?;
         if self.concurrency == Some(0) {
             return Err("concurrency must be at least 1".into());
         }
@@ -174,20 +164,6 @@ impl Sidecar {
             grants,
             ordering: self.ordering.unwrap_or_default(),
         })
-    }
-}
-
-/// Plugins read config values as strings; scalars are written the TOML way and converted.
-fn config_value(value: &toml::Value) -> Result<String, String> {
-    match value {
-        toml::Value::String(s) => Ok(s.clone()),
-        toml::Value::Integer(i) => Ok(i.to_string()),
-        toml::Value::Float(f) => Ok(f.to_string()),
-        toml::Value::Boolean(b) => Ok(b.to_string()),
-        toml::Value::Datetime(d) => Ok(d.to_string()),
-        toml::Value::Array(_) | toml::Value::Table(_) => {
-            Err("values must be strings, numbers or booleans".into())
-        }
     }
 }
 

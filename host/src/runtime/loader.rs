@@ -420,20 +420,9 @@ fn compile_error(path: &str, bytes: &[u8], detail: &str) -> LoadError {
 }
 
 /// Names: what consumer groups, state namespaces and files are keyed by.
+/// The rule is the SDK's, the same `plugin!` checks at compile time.
 fn validate_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "name {name:?} must be 1 to 64 lowercase letters, digits or '-', not starting with '-'"
-        ))
-    }
+    evhost_sdk::check_name(name).map_err(|e| e.to_string())
 }
 
 fn convert_info(raw: bindings::PluginInfo) -> Result<PluginInfo, String> {
@@ -502,9 +491,11 @@ mod tests {
     #[test]
     fn plugin_names_are_restricted_to_safe_characters() {
         assert!(validate_name("order-saga2").is_ok());
-        for bad in ["", "Order", "a/b", "-x", &"a".repeat(65)] {
+        for bad in ["", "Order", "a/b", "-x", "9x", &"a".repeat(65)] {
             assert!(validate_name(bad).is_err(), "{bad:?} accepted");
         }
+        let e = validate_name("Invoice_Ledger").unwrap_err();
+        assert!(e.contains("try \"invoice-ledger\""), "{e}");
     }
 
     #[test]

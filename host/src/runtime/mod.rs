@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use evhost_sdk::sidecar::{self as grants, EmitGrant, PatternError};
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
@@ -140,8 +140,7 @@ impl Default for Limits {
 /// which every plugin has. The default grants nothing else.
 #[derive(Debug, Clone, Default)]
 pub struct Grants {
-    emit_patterns: Vec<String>,
-    emit: Option<GlobSet>,
+    emit: EmitGrant,
     /// May use the `state` interface.
     pub state: bool,
     /// Where these grants are set: a refusal tells the operator where to grant.
@@ -166,19 +165,9 @@ pub enum GrantSource {
 impl Grants {
     /// Grants `emit` for event types matching any of `emit_patterns` (globs,
     /// empty = no emit) and `state` when `state` is true.
-    pub fn new(emit_patterns: Vec<String>, state: bool) -> Result<Self, globset::Error> {
-        let emit = if emit_patterns.is_empty() {
-            None
-        } else {
-            let mut set = GlobSetBuilder::new();
-            for p in &emit_patterns {
-                set.add(Glob::new(p)?);
-            }
-            Some(set.build()?)
-        };
+    pub fn new(emit_patterns: Vec<String>, state: bool) -> Result<Self, PatternError> {
         Ok(Grants {
-            emit_patterns,
-            emit,
+            emit: EmitGrant::new(emit_patterns)?,
             state,
             source: GrantSource::Unspecified,
         })
@@ -200,39 +189,32 @@ impl Grants {
 
     /// The event-type patterns `emit` is granted for (empty: no emit).
     pub fn emit_patterns(&self) -> &[String] {
-        &self.emit_patterns
+        self.emit.patterns()
     }
 
     /// Whether an event of type `ty` may be emitted.
     pub fn may_emit(&self, ty: &str) -> bool {
-        self.emit.as_ref().is_some_and(|set| set.is_match(ty))
+        self.emit.allows(ty)
     }
 
-    /// The error for an emit of `ty` that is not granted.
+    /// The error for an emit of `ty` that is not granted (the SDK's words,
+    /// which `TestHost` uses too).
     fn refuse_emit(&self, plugin: &str, ty: &str) -> String {
-        let has = if self.emit_patterns.is_empty() {
-            "it has no `emit` grant".to_owned()
-        } else {
-            format!("its `emit` grant allows {}", self.emit_patterns.join(", "))
-        };
-        let how = self.how_to_grant(&format!(
-            "add \"{ty}\" (or a pattern matching it) to emit under [grants]"
-        ));
-        format!("plugin `{plugin}` may not emit type `{ty}`: {has}{how}")
+        self.emit
+            .refusal(plugin, ty, &self.how_to_grant(&grants::emit_edit(ty)))
     }
 
     /// The error for a `state` access without the grant.
     fn refuse_state(&self, plugin: &str) -> String {
-        let how = self.how_to_grant("add \"state = true\" under [grants]");
-        format!("plugin `{plugin}` has no `state` grant{how}")
+        grants::state_refusal(plugin, &self.how_to_grant(grants::STATE_EDIT))
     }
 
-    /// `; ` + what to do, or nothing when the source is unknown.
+    /// What to do, or nothing when the source is unknown.
     fn how_to_grant(&self, sidecar_edit: &str) -> String {
         match &self.source {
             GrantSource::Unspecified => String::new(),
-            GrantSource::Sidecar(path) => format!("; {sidecar_edit} in {}", path.display()),
-            GrantSource::Described(how) => format!("; {how}"),
+            GrantSource::Sidecar(path) => format!("{sidecar_edit} in {}", path.display()),
+            GrantSource::Described(how) => how.clone(),
         }
     }
 }
@@ -396,12 +378,16 @@ impl Runtime {
 /// `wasm32-wasip2` component built with wit-bindgen — every plugin in
 /// `plugins/`, from `faulty` to `order-saga`, counted with wasmtime's pool
 /// metrics — has 3 core instances (the guest module and wit-component's two
-/// shims), 1 linear memory and 2 tables. The limits leave room for a larger
-/// component, e.g. two composed ones (6, 2, 4). A component beyond them is
-/// refused at load, so no plugin takes more than its share of the pool.
+/// shims), 1 linear memory and 2 tables. A Python plugin (componentize-py
+/// 0.25.1: CPython and its libraries as dynamically linked modules) has 14
+/// core instances, 1 memory and 2 tables; a JavaScript one (jco's QuickJS
+/// backend) 9, 2 and 2 — hence 20 core instances, which cost only instance
+/// metadata. The limits also leave room for two composed Rust components
+/// (6, 2, 4). A component beyond them is refused at load, so no plugin takes
+/// more than its share of the pool.
 /// Memories are the costly part: each pooled memory reserves ~4 GiB of
 /// address space (see `pooling`).
-const CORE_INSTANCES_PER_COMPONENT: u32 = 8;
+const CORE_INSTANCES_PER_COMPONENT: u32 = 20;
 const MEMORIES_PER_COMPONENT: u32 = 2;
 const TABLES_PER_COMPONENT: u32 = 4;
 

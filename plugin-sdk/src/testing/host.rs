@@ -36,6 +36,19 @@ pub struct TestHost {
     logs: Vec<LogLine>,
     /// Next offset per topic of committed emits.
     offsets: BTreeMap<String, u64>,
+    /// Set by [`with_sidecar`](Self::with_sidecar): the operator's grants,
+    /// enforced as the daemon enforces them. `None` grants everything.
+    #[cfg(not(target_family = "wasm"))]
+    grants: Option<SidecarGrants>,
+}
+
+/// The grants of a sidecar file and where they were read from.
+#[cfg(not(target_family = "wasm"))]
+#[derive(Debug, Clone)]
+struct SidecarGrants {
+    emit: crate::sidecar::EmitGrant,
+    state: bool,
+    file: std::path::PathBuf,
 }
 
 /// The outcome of [`TestHost::deliver_with_retries`].
@@ -109,7 +122,70 @@ impl TestHost {
             emitted: Vec::new(),
             logs: Vec::new(),
             offsets: BTreeMap::new(),
+            #[cfg(not(target_family = "wasm"))]
+            grants: None,
         }
+    }
+
+    /// Takes the operator's sidecar file at `path`: its `[config]` values
+    /// (those not set by [`with_config`](Self::with_config) already) and its
+    /// `[grants]`, enforced as the daemon does: an emit of a type the sidecar does not grant, or a
+    /// `state` access without `state = true`, fails the call with the
+    /// daemon's message (a *reject*; nothing is committed), whatever the
+    /// handler makes of the error. Without a sidecar, `TestHost` grants
+    /// everything. The plugin name becomes the file's stem (`NAME.toml`)
+    /// unless [`with_plugin_name`](Self::with_plugin_name) set one.
+    ///
+    /// # Panics
+    /// If the file cannot be read or its `[grants]` are invalid — a test failure.
+    ///
+    /// ```
+    /// use evhost_sdk::prelude::*;
+    /// use evhost_sdk::testing::{TestEvent, TestHost};
+    ///
+    /// let dir = std::env::temp_dir().join(format!("evhost-sdk-doc-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir).unwrap();
+    /// let sidecar = dir.join("audit.toml");
+    /// std::fs::write(&sidecar, "[grants]\nemit = [\"audit.*\"]\n").unwrap();
+    ///
+    /// let mut host = TestHost::new().with_sidecar(&sidecar);
+    /// host.deliver(|_, cx| Ok(cx.emit(OutgoingEvent::new("audit.recorded")).map(drop)?), TestEvent::new("a.b"))
+    ///     .unwrap();
+    /// let refused = host
+    ///     .deliver(|_, cx| { cx.state_set("seen", &true)?; Ok(()) }, TestEvent::new("a.b"))
+    ///     .unwrap_err();
+    /// assert!(refused.message().starts_with("plugin `audit` has no `state` grant"));
+    /// ```
+    #[cfg(not(target_family = "wasm"))]
+    pub fn with_sidecar(mut self, path: impl AsRef<std::path::Path>) -> Self {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
+            panic!(
+                "TestHost::with_sidecar: cannot read {}: {e}",
+                path.display()
+            )
+        });
+        let spec = crate::sidecar::sidecar_grants(&text)
+            .unwrap_or_else(|e| panic!("TestHost::with_sidecar: {}: {e}", path.display()));
+        // The operator's config as the plugin would read it; `with_config` wins.
+        let config = crate::sidecar::sidecar_config(&text)
+            .unwrap_or_else(|e| panic!("TestHost::with_sidecar: {}: {e}", path.display()));
+        for (key, value) in config {
+            self.config.entry(key).or_insert(value);
+        }
+        let emit = crate::sidecar::EmitGrant::new(spec.emit)
+            .unwrap_or_else(|e| panic!("TestHost::with_sidecar: {}: {e}", path.display()));
+        if self.plugin_name == "test-plugin"
+            && let Some(stem) = path.file_stem()
+        {
+            self.plugin_name = stem.to_string_lossy().into_owned();
+        }
+        self.grants = Some(SidecarGrants {
+            emit,
+            state: spec.state,
+            file: path.to_owned(),
+        });
+        self
     }
 
     /// Names the plugin; emitted events get `source` `evhost://plugin/NAME`.
@@ -196,9 +272,24 @@ impl TestHost {
             logs: &mut self.logs,
             writes: BTreeMap::new(),
             emits: Vec::new(),
+            #[cfg(not(target_family = "wasm"))]
+            grants: self.grants.as_ref(),
+            refused: None,
         };
         let result = handler(&event, &mut Context::new(&mut call));
-        let CallHost { writes, emits, .. } = call;
+        let CallHost {
+            writes,
+            emits,
+            refused,
+            ..
+        } = call;
+        // As in the daemon: a refused grant fails the call whatever the
+        // handler made of the error, keeping its words when it passed it on.
+        let result = match (refused, result) {
+            (None, result) => result,
+            (Some(refusal), Err(e)) if e.is_reject() && e.message().contains(&refusal) => Err(e),
+            (Some(refusal), _) => Err(HandlerError::reject(refusal)),
+        };
         if result.is_ok() {
             for (key, value) in writes {
                 match value {
@@ -345,6 +436,52 @@ struct CallHost<'a> {
     logs: &'a mut Vec<LogLine>,
     writes: BTreeMap<String, Option<Vec<u8>>>,
     emits: Vec<Event>,
+    #[cfg(not(target_family = "wasm"))]
+    grants: Option<&'a SidecarGrants>,
+    /// The first refused grant of the call.
+    refused: Option<String>,
+}
+
+impl CallHost<'_> {
+    #[cfg(not(target_family = "wasm"))]
+    fn refuse(&mut self, message: String) -> String {
+        self.refused.get_or_insert_with(|| message.clone());
+        message
+    }
+
+    #[cfg(not(target_family = "wasm"))]
+    fn check_emit(&mut self, ty: &str) -> Result<(), String> {
+        match self.grants {
+            Some(g) if !g.emit.allows(ty) => {
+                let how = format!("{} in {}", crate::sidecar::emit_edit(ty), g.file.display());
+                let message = g.emit.refusal(self.plugin_name, ty, &how);
+                Err(self.refuse(message))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    #[cfg(not(target_family = "wasm"))]
+    fn check_state(&mut self) -> Result<(), String> {
+        match self.grants {
+            Some(g) if !g.state => {
+                let how = format!("{} in {}", crate::sidecar::STATE_EDIT, g.file.display());
+                let message = crate::sidecar::state_refusal(self.plugin_name, &how);
+                Err(self.refuse(message))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    #[cfg(target_family = "wasm")]
+    fn check_emit(&mut self, _ty: &str) -> Result<(), String> {
+        Ok(())
+    }
+
+    #[cfg(target_family = "wasm")]
+    fn check_state(&mut self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 impl Host for CallHost<'_> {
@@ -352,6 +489,7 @@ impl Host for CallHost<'_> {
         if out.ty.is_empty() {
             return Err("event type must not be empty".to_owned());
         }
+        self.check_emit(&out.ty)?;
         let id = out.id.unwrap_or_else(next_test_id);
         let datacontenttype = match (&out.datacontenttype, &out.data) {
             (None, Some(_)) => Some("application/json".to_owned()),
@@ -382,6 +520,7 @@ impl Host for CallHost<'_> {
     }
 
     fn state_get(&mut self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        self.check_state()?;
         Ok(match self.writes.get(key) {
             Some(written) => written.clone(),
             None => self.state.get(key).cloned(),
@@ -389,16 +528,19 @@ impl Host for CallHost<'_> {
     }
 
     fn state_set(&mut self, key: &str, value: &[u8]) -> Result<(), String> {
+        self.check_state()?;
         self.writes.insert(key.to_owned(), Some(value.to_vec()));
         Ok(())
     }
 
     fn state_delete(&mut self, key: &str) -> Result<(), String> {
+        self.check_state()?;
         self.writes.insert(key.to_owned(), None);
         Ok(())
     }
 
     fn state_keys(&mut self, prefix: &str) -> Result<Vec<String>, String> {
+        self.check_state()?;
         let mut keys: Vec<String> = self
             .state
             .keys()
@@ -532,5 +674,88 @@ mod tests {
             TestEvent::new("x.y"),
         );
         assert!(result.unwrap_err().is_reject());
+    }
+
+    fn sidecar(text: &str) -> (std::path::PathBuf, impl Drop) {
+        struct Cleanup(std::path::PathBuf);
+        impl Drop for Cleanup {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("evhost-sdk-test-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ledger.toml");
+        std::fs::write(&path, text).unwrap();
+        (path, Cleanup(dir))
+    }
+
+    #[test]
+    fn a_sidecar_refuses_an_ungranted_emit_with_the_daemons_words_and_commits_nothing() {
+        let (path, _cleanup) = sidecar(
+            "timeout = \"1s\"\n[grants]\nemit = [\"ledger.*\"]\n[config]\ncurrency = \"EUR\"\nlimit = 3\n",
+        );
+        let mut host = TestHost::new()
+            .with_config("limit", "5")
+            .with_sidecar(&path);
+        host.deliver(
+            |_, cx| {
+                assert_eq!(cx.config("currency").as_deref(), Some("EUR"));
+                assert_eq!(cx.config("limit").as_deref(), Some("5"));
+                Ok(())
+            },
+            TestEvent::new("x.y"),
+        )
+        .unwrap();
+        // The handler swallows the error: the call still fails, as in the daemon.
+        let err = host
+            .deliver(
+                |_, cx| {
+                    cx.emit(OutgoingEvent::new("ledger.booked"))?;
+                    let _ignored = cx.emit(OutgoingEvent::new("audit.recorded"));
+                    Ok(())
+                },
+                TestEvent::new("x.y"),
+            )
+            .unwrap_err();
+        assert!(err.is_reject());
+        assert_eq!(
+            err.message(),
+            format!(
+                "plugin `ledger` may not emit type `audit.recorded`: its `emit` grant allows ledger.*; \
+                 add \"audit.recorded\" (or a pattern matching it) to emit under [grants] in {}",
+                path.display()
+            )
+        );
+        assert!(host.emitted().is_empty());
+        host.deliver(
+            |_, cx| Ok(cx.emit(OutgoingEvent::new("ledger.booked")).map(drop)?),
+            TestEvent::new("x.y"),
+        )
+        .unwrap();
+        assert_eq!(host.emitted().len(), 1);
+    }
+
+    #[test]
+    fn a_sidecar_without_the_state_grant_refuses_state() {
+        let (path, _cleanup) = sidecar("[grants]\nemit = []\n");
+        let mut host = TestHost::new().with_plugin_name("p").with_sidecar(&path);
+        let err = host
+            .deliver(
+                |_, cx| Ok(cx.state_get::<u32>("n").map(drop)?),
+                TestEvent::new("x.y"),
+            )
+            .unwrap_err();
+        assert!(
+            err.message().contains("plugin `p` has no `state` grant"),
+            "{err:?}"
+        );
+        let (granted, _cleanup) = sidecar("[grants]\nstate = true\n");
+        let mut host = TestHost::new().with_sidecar(&granted);
+        host.deliver(|_, cx| Ok(cx.state_set("n", &1)?), TestEvent::new("x.y"))
+            .unwrap();
+        assert_eq!(host.state_json::<u32>("n"), Some(1));
     }
 }

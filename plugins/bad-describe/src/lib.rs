@@ -7,7 +7,8 @@
 use evhost_sdk::prelude::*;
 
 evhost_sdk::plugin!(
-    name = name(),
+    name = "bad-describe",
+    version = version(),
     subscribe = [("bad-events", "bad.*")],
     handler = handle,
 );
@@ -15,8 +16,9 @@ evhost_sdk::plugin!(
 /// What `describe()` panics with; distinctive, so a test can look for it.
 pub const PANIC_MESSAGE: &str = "bad-describe: no plugin info today (deliberate panic in describe)";
 
-/// The plugin's name, as `describe()` asks for it: panics.
-fn name() -> &'static str {
+/// The plugin's version, as `describe()` asks for it: panics. (Not the
+/// name: `plugin!` checks a name when the plugin compiles, so it is a constant.)
+fn version() -> &'static str {
     panic!("{PANIC_MESSAGE}")
 }
 

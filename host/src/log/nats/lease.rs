@@ -182,7 +182,8 @@ pub(super) async fn rewrite(
     fence: &LeaseFence,
     owner: Option<String>,
 ) -> Result<(), LogError> {
-    for _ in 0..MAX_ROUNDS {
+    for round in 0..MAX_ROUNDS {
+        super::write::lost_round(round).await;
         let (record, version) = current(s, &fence.key).await?;
         if !lease::holds(fence, record.as_ref().map(|r| (&r.owner, r.epoch))) {
             return Err(lease::lost(fence));

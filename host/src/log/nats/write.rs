@@ -104,6 +104,16 @@ async fn publish(s: &Shared, batch: Batch, view: &View) -> Result<Option<()>, Lo
     }
 }
 
+/// Before round `round` of a write: nothing the first two times (a race with another
+/// writer is decided at once), then a growing pause — a replica that lags (R3 reads go to
+/// any replica) needs milliseconds to catch up, not 200 immediate re-reads.
+pub(super) async fn lost_round(round: usize) {
+    if round >= 2 {
+        let ms = (round as u64 - 1).min(20);
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
+}
+
 fn lost_races() -> LogError {
     storage(format!(
         "a write lost {MAX_ROUNDS} races in a row against concurrent writers"
@@ -255,7 +265,8 @@ pub(super) async fn create_topic(
     config: TopicConfig,
 ) -> Result<TopicInfo, LogError> {
     rules::check_topic_config(name, &config)?;
-    for _ in 0..MAX_ROUNDS {
+    for round in 0..MAX_ROUNDS {
+        lost_round(round).await;
         let (existing, seq) = read::topic_config(&s.stream, &s.layout, name).await?;
         if let Some(existing) = &existing
             && existing.partitions != config.partitions
@@ -277,7 +288,8 @@ pub(super) async fn create_topic(
 }
 
 pub(super) async fn append(s: &Shared, events: Vec<NewEvent>) -> Result<Vec<Appended>, LogError> {
-    for _ in 0..MAX_ROUNDS {
+    for round in 0..MAX_ROUNDS {
+        lost_round(round).await;
         let now_ms = s.now_ms();
         let mut view = View::default();
         let mut batch = Batch::default();
@@ -297,7 +309,8 @@ pub(super) async fn append_to_stream(
 ) -> Result<Vec<Appended>, LogError> {
     rules::check_stream_name(stream)?;
     let subject = s.layout.stream(stream);
-    for _ in 0..MAX_ROUNDS {
+    for round in 0..MAX_ROUNDS {
+        lost_round(round).await;
         let now_ms = s.now_ms();
         let last = read::last(&s.stream, &subject).await?;
         let current = match &last {
@@ -391,7 +404,8 @@ pub(super) async fn commit(s: &Shared, commit: ConsumerCommit) -> Result<CommitO
     if commit.group.is_empty() {
         return Err(LogError::Invalid("a consumer commit needs a group".into()));
     }
-    for _ in 0..MAX_ROUNDS {
+    for round in 0..MAX_ROUNDS {
+        lost_round(round).await;
         if let Some(outcome) = commit_round(s, commit.clone()).await? {
             return Ok(outcome);
         }
@@ -610,7 +624,8 @@ pub(super) async fn set_offset(
 }
 
 pub(super) async fn delete_dead_letter(s: &Shared, id: DeadLetterId) -> Result<bool, LogError> {
-    for _ in 0..MAX_ROUNDS {
+    for round in 0..MAX_ROUNDS {
+        lost_round(round).await;
         let Some((letter, seq)) = dead_letter(s, id).await? else {
             return Ok(false);
         };
