@@ -709,3 +709,79 @@ fn a_sidecarless_component_whose_sidecar_has_another_file_name_is_refused() {
     );
     daemon.stop();
 }
+
+#[test]
+fn topic_create_and_seek_work_against_the_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = plugin_dir(
+        dir.path(),
+        &[("welcome", "[grants]\nemit = [\"notification.*\"]\n")],
+    );
+    let d = Daemon::start(
+        &dir.path().join("data"),
+        Options {
+            plugins: Some(plugins),
+            ..Options::default()
+        },
+    );
+    let out = ok(&evhost(
+        &d.url,
+        &[
+            "topic",
+            "create",
+            "user-events",
+            "--partitions",
+            "1",
+            "--retention-max-age",
+            "1h",
+        ],
+    ));
+    assert!(
+        out.contains("topic user-events created with 1 partition(s)") && out.contains("1h"),
+        "{out}"
+    );
+    let again = evhost(
+        &d.url,
+        &["topic", "create", "user-events", "--partitions", "2"],
+    );
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("409"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    for i in 0..2 {
+        ok(&evhost(
+            &d.url,
+            &[
+                "publish",
+                "-t",
+                "user.created",
+                "-d",
+                &format!("{{\"name\":\"u{i}\",\"email\":\"u{i}@example.com\"}}"),
+            ],
+        ));
+    }
+    let processed = |d: &Daemon| d.get("/v1/plugins").1["plugins"][0]["processed"].as_u64();
+    assert!(wait_for(Duration::from_secs(60), || processed(&d) == Some(2)));
+    let out = ok(&evhost(
+        &d.url,
+        &["seek", "welcome", "user-events", "0", "0"],
+    ));
+    assert!(
+        out.contains("welcome on user-events/0: offset 2 -> 0"),
+        "{out}"
+    );
+    assert!(wait_for(Duration::from_secs(60), || processed(&d) == Some(4)));
+    let beyond = evhost(&d.url, &["seek", "welcome", "user-events", "0", "9"]);
+    assert_eq!(beyond.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&beyond.stderr);
+    assert!(stderr.contains("beyond the end"), "{stderr}");
+    // The plugins table shows consumer restarts and the dead letters there now.
+    let table = ok(&evhost(&d.url, &["plugins"]));
+    let header = table.lines().next().unwrap_or_default();
+    assert!(
+        header.contains("DLQ") && header.contains("RESTARTS"),
+        "{table}"
+    );
+}

@@ -128,11 +128,26 @@ fn running(d: &Daemon, name: &str) -> Option<Value> {
         .find(|p| p["name"] == name && p["state"] != "failed")
 }
 
-/// The load failure recorded for `name`'s file.
+/// The load failure recorded for `name`'s file: an entry of its own when no
+/// version runs, else the running entry's `pending_error` (as `last_error`).
 fn failed(d: &Daemon, name: &str) -> Option<Value> {
-    plugin_entries(d)
-        .into_iter()
+    let entries = plugin_entries(d);
+    let own = entries
+        .iter()
         .find(|p| p["name"] == name && p["state"] == "failed")
+        .cloned();
+    own.or_else(|| {
+        let pending = entries
+            .iter()
+            .find(|p| p["name"] == name && p["state"] != "failed")?
+            .get("pending_error")?
+            .clone();
+        (!pending.is_null()).then(|| {
+            serde_json::json!({
+                "state": "failed", "file": pending["file"], "last_error": pending["message"],
+            })
+        })
+    })
 }
 
 fn load_number(d: &Daemon) -> Option<u64> {

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::log::RetentionPolicy;
+
 /// The resolved settings of `evhost run`.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -24,6 +26,10 @@ pub struct Config {
     pub log: LogSettings,
     pub dispatch: DispatchSettings,
     pub runtime: RuntimeSettings,
+    /// Topics created (or given this retention) at start, by `[topics.NAME]`.
+    pub topics: Vec<TopicSettings>,
+    /// JSON Schemas registered at start from `DIR/TYPE/VERSION.json`.
+    pub schemas_dir: Option<PathBuf>,
     /// The file these settings were read from, if any: where an operator
     /// changes them, so messages about a setting name it.
     pub file: Option<PathBuf>,
@@ -112,6 +118,19 @@ pub struct LogSettings {
     pub max_event_bytes: usize,
     /// The storage engine's page cache: bounds the daemon's memory.
     pub cache_bytes: usize,
+    /// The retention of topics without one of their own (auto-created, or
+    /// created through the API without `retention`).
+    pub default_retention: RetentionPolicy,
+    /// How often retention runs.
+    pub retention_interval: Duration,
+}
+
+/// One `[topics.NAME]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSettings {
+    pub name: String,
+    pub partitions: u32,
+    pub retention: RetentionPolicy,
 }
 
 /// Dispatch and shutdown.
@@ -120,6 +139,12 @@ pub struct DispatchSettings {
     pub batch_size: usize,
     /// How long shutdown waits for in-flight requests and plugin calls.
     pub shutdown_timeout: Duration,
+    /// Unhealthy calls in a row that open a plugin's circuit breaker.
+    pub breaker_threshold: u32,
+    /// How long an open breaker pauses the plugin before a probe call.
+    pub breaker_cool_down: Duration,
+    /// How often each plugin looks for new topics its subscriptions match.
+    pub topic_scan_interval: Duration,
 }
 
 /// The Wasm runtime's instance pool (see `runtime::PoolConfig`).
@@ -156,15 +181,22 @@ impl Default for Config {
                 dedupe_window: Duration::from_secs(120),
                 max_event_bytes: 1 << 20,
                 cache_bytes: 64 << 20,
+                default_retention: RetentionPolicy::default(),
+                retention_interval: Duration::from_secs(30),
             },
             dispatch: DispatchSettings {
                 batch_size: 64,
                 shutdown_timeout: Duration::from_secs(10),
+                breaker_threshold: 10,
+                breaker_cool_down: Duration::from_secs(30),
+                topic_scan_interval: Duration::from_millis(250),
             },
             runtime: RuntimeSettings {
                 instances: 1000,
                 instance_memory: 256 << 20,
             },
+            topics: Vec::new(),
+            schemas_dir: None,
             file: None,
         }
     }
@@ -180,6 +212,8 @@ pub struct Overrides {
     pub token: Option<String>,
     /// `--log`: where the event log lives.
     pub log: Option<LogBackend>,
+    /// `--schemas`: JSON Schemas to register at start.
+    pub schemas_dir: Option<PathBuf>,
 }
 
 /// Why the configuration could not be loaded; each names the file and the problem.
@@ -206,6 +240,22 @@ struct FileConfig {
     log: Option<FileLog>,
     dispatch: Option<FileDispatch>,
     runtime: Option<FileRuntime>,
+    topics: Option<std::collections::BTreeMap<String, FileTopic>>,
+    schemas: Option<FileSchemas>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileTopic {
+    partitions: Option<u32>,
+    retention_max_age: Option<HumanDuration>,
+    retention_max_partition_bytes: Option<ByteSize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileSchemas {
+    dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -232,6 +282,9 @@ struct FileLog {
     dedupe_window: Option<HumanDuration>,
     max_event_bytes: Option<ByteSize>,
     cache_size: Option<ByteSize>,
+    retention_max_age: Option<HumanDuration>,
+    retention_max_partition_bytes: Option<ByteSize>,
+    retention_interval: Option<HumanDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -239,6 +292,9 @@ struct FileLog {
 struct FileDispatch {
     batch_size: Option<usize>,
     shutdown_timeout: Option<HumanDuration>,
+    breaker_threshold: Option<u32>,
+    breaker_cool_down: Option<HumanDuration>,
+    topic_scan_interval: Option<HumanDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -277,7 +333,11 @@ pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Config, ConfigE
         config.file = Some(path.to_owned());
         // Relative paths in the file are relative to the file, not to the working directory.
         if let Some(base) = path.parent() {
-            for p in [&mut config.data_dir, &mut config.plugin_dir] {
+            let schemas = config.schemas_dir.as_mut();
+            for p in [&mut config.data_dir, &mut config.plugin_dir]
+                .into_iter()
+                .chain(schemas)
+            {
                 if p.is_relative() && !base.as_os_str().is_empty() {
                     *p = base.join(&*p);
                 }
@@ -301,6 +361,9 @@ pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Config, ConfigE
     }
     if let Some(v) = overrides.log {
         config.log.backend = v;
+    }
+    if let Some(v) = overrides.schemas_dir {
+        config.schemas_dir = Some(v);
     }
     validate(&config).map_err(|message| ConfigError::Invalid {
         path: file.map_or_else(|| "(flags)".into(), |p| p.display().to_string()),
@@ -384,6 +447,29 @@ fn apply_file(config: &mut Config, file: FileConfig) {
         if let Some(v) = log.cache_size {
             config.log.cache_bytes = v.0;
         }
+        if let Some(v) = log.retention_max_age {
+            config.log.default_retention.max_age = Some(v.0);
+        }
+        if let Some(v) = log.retention_max_partition_bytes {
+            config.log.default_retention.max_partition_bytes = Some(v.0 as u64);
+        }
+        if let Some(v) = log.retention_interval {
+            config.log.retention_interval = v.0;
+        }
+    }
+    for (name, t) in file.topics.unwrap_or_default() {
+        config.topics.push(TopicSettings {
+            name,
+            partitions: t.partitions.unwrap_or(config.log.default_partitions),
+            retention: RetentionPolicy {
+                max_age: t.retention_max_age.map(|v| v.0),
+                max_partition_bytes: t.retention_max_partition_bytes.map(|v| v.0 as u64),
+                delete_unconsumed: false,
+            },
+        });
+    }
+    if let Some(s) = file.schemas {
+        config.schemas_dir = s.dir;
     }
     if let Some(r) = file.runtime {
         if let Some(v) = r.instances {
@@ -400,6 +486,15 @@ fn apply_file(config: &mut Config, file: FileConfig) {
         if let Some(v) = d.shutdown_timeout {
             config.dispatch.shutdown_timeout = v.0;
         }
+        if let Some(v) = d.breaker_threshold {
+            config.dispatch.breaker_threshold = v;
+        }
+        if let Some(v) = d.breaker_cool_down {
+            config.dispatch.breaker_cool_down = v.0;
+        }
+        if let Some(v) = d.topic_scan_interval {
+            config.dispatch.topic_scan_interval = v.0;
+        }
     }
 }
 
@@ -409,6 +504,39 @@ fn validate(config: &Config) -> Result<(), String> {
     }
     if config.dispatch.batch_size == 0 {
         return Err("dispatch.batch-size must be at least 1".into());
+    }
+    if config.dispatch.breaker_threshold == 0 {
+        return Err("dispatch.breaker-threshold must be at least 1".into());
+    }
+    if config.log.retention_interval < Duration::from_millis(10) {
+        return Err("log.retention-interval must be at least 10ms".into());
+    }
+    if config.dispatch.topic_scan_interval < Duration::from_millis(10) {
+        return Err("dispatch.topic-scan-interval must be at least 10ms".into());
+    }
+    let retentions = std::iter::once(("log", &config.log.default_retention)).chain(
+        config
+            .topics
+            .iter()
+            .map(|t| (t.name.as_str(), &t.retention)),
+    );
+    for (owner, r) in retentions {
+        if r.max_age == Some(Duration::ZERO) || r.max_partition_bytes == Some(0) {
+            return Err(format!(
+                "retention of {owner}: retention-max-age and retention-max-partition-bytes must be positive (leave them out to keep everything)"
+            ));
+        }
+    }
+    for t in &config.topics {
+        if let Err(e) = crate::event::validate_topic(&t.name) {
+            return Err(format!("[topics.{}]: invalid topic name: {e}", t.name));
+        }
+        if t.partitions == 0 || t.partitions > 4096 {
+            return Err(format!(
+                "[topics.{}] partitions must be 1 to 4096, not {}",
+                t.name, t.partitions
+            ));
+        }
     }
     if config.api.max_body_bytes < 1024 {
         return Err("api.max-body-bytes must be at least 1 KiB".into());
@@ -613,6 +741,45 @@ mod tests {
                 err.contains("instance") && err.contains("evhost.toml"),
                 "{bad}: {err}"
             );
+        }
+    }
+
+    #[test]
+    fn breaker_scan_retention_topics_and_schemas_are_read() {
+        let c = load(None, Overrides::default()).unwrap();
+        assert_eq!(c.dispatch.breaker_threshold, 10);
+        assert_eq!(c.dispatch.breaker_cool_down, Duration::from_secs(30));
+        assert_eq!(c.dispatch.topic_scan_interval, Duration::from_millis(250));
+        assert!(c.log.default_retention.is_unbounded());
+        let c = load_str(
+            "[dispatch]\nbreaker-threshold = 3\nbreaker-cool-down = \"5s\"\ntopic-scan-interval = \"1s\"\n\
+             [log]\nretention-max-age = \"7d\"\nretention-interval = \"5s\"\n\
+             [topics.orders]\npartitions = 4\nretention-max-partition-bytes = \"1 GiB\"\n\
+             [schemas]\ndir = \"schemas\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.dispatch.breaker_threshold, 3);
+        assert_eq!(c.dispatch.breaker_cool_down, Duration::from_secs(5));
+        assert_eq!(c.dispatch.topic_scan_interval, Duration::from_secs(1));
+        assert_eq!(
+            c.log.default_retention.max_age,
+            Some(Duration::from_secs(7 * 86400))
+        );
+        assert_eq!(c.log.retention_interval, Duration::from_secs(5));
+        assert_eq!(c.topics.len(), 1);
+        assert_eq!(c.topics[0].name, "orders");
+        assert_eq!(c.topics[0].partitions, 4);
+        assert_eq!(c.topics[0].retention.max_partition_bytes, Some(1 << 30));
+        assert_eq!(c.topics[0].retention.max_age, None);
+        assert!(c.schemas_dir.unwrap().ends_with("schemas"));
+        for bad in [
+            "[dispatch]\nbreaker-threshold = 0\n",
+            "[topics.orders]\npartitions = 0\n",
+            "[topics.\"bad name\"]\npartitions = 1\n",
+            "[log]\nretention-max-age = \"0s\"\n",
+            "[topics.orders]\nretention = 1\n",
+        ] {
+            assert!(load_str(bad).is_err(), "{bad}");
         }
     }
 }

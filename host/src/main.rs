@@ -113,6 +113,20 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Topics: create one with a partition count (and retention).
+    Topic {
+        #[command(subcommand)]
+        command: TopicCommand,
+    },
+    /// Move a plugin's consumer offset on one partition (applied between batches).
+    Seek {
+        plugin: String,
+        topic: String,
+        partition: u32,
+        offset: u64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Topics, offsets and plugins of the running daemon.
     Status {
         #[command(flatten)]
@@ -228,6 +242,9 @@ struct RunArgs {
     /// `nats://HOST:PORT[,nats://HOST:PORT...]` (a NATS JetStream cluster).
     #[arg(long, env = "EVHOST_LOG")]
     log: Option<String>,
+    /// Register the JSON Schemas in DIR/TYPE/VERSION.json at start.
+    #[arg(long, env = "EVHOST_SCHEMAS")]
+    schemas: Option<PathBuf>,
 }
 
 #[derive(Args, Clone)]
@@ -282,6 +299,24 @@ enum DlqCommand {
         plugin: Option<String>,
         #[arg(long, conflicts_with = "plugin")]
         all: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum TopicCommand {
+    /// Create a topic (the only way when auto-create-topics = false).
+    Create {
+        name: String,
+        #[arg(long, short = 'p', default_value_t = 1)]
+        partitions: u32,
+        /// Delete events older than this (e.g. "7d"); default: the daemon's.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        retention_max_age: Option<std::time::Duration>,
+        /// Keep at most this many bytes per partition; default: the daemon's.
+        #[arg(long)]
+        retention_max_partition_bytes: Option<u64>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -378,6 +413,7 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<ExitCode> {
             .map(config::parse_log_spec)
             .transpose()
             .map_err(anyhow::Error::msg)?,
+        schemas_dir: args.schemas,
     };
     let config = config::load(args.config.as_deref(), overrides)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -495,6 +531,42 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     client,
                 } => cli::dlq_purge(&client.client(), &ids, plugin.as_deref(), all, client.json)?,
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Topic {
+            command:
+                TopicCommand::Create {
+                    name,
+                    partitions,
+                    retention_max_age,
+                    retention_max_partition_bytes,
+                    client,
+                },
+        } => {
+            let req = cli::operator::TopicCreate {
+                name,
+                partitions,
+                max_age_seconds: retention_max_age.map(|d| d.as_secs().max(1)),
+                max_partition_bytes: retention_max_partition_bytes,
+            };
+            cli::operator::topic_create(&client.client(), req, client.json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Seek {
+            plugin,
+            topic,
+            partition,
+            offset,
+            client,
+        } => {
+            cli::operator::seek(
+                &client.client(),
+                &plugin,
+                &topic,
+                partition,
+                offset,
+                client.json,
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { client } => {

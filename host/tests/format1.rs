@@ -147,6 +147,11 @@ fn check(log: &RedbLog) {
     assert_eq!(dl.first_failure, at(3));
     assert_eq!(dl.event.position.partition, 1);
     assert_eq!(Some(&dl.event.event), expected[&1].first());
+    // A file from before the dead-letter counts gets them at open.
+    assert_eq!(
+        log.dead_letter_counts().wait().unwrap(),
+        BTreeMap::from([(dl.plugin.clone(), 1)])
+    );
 }
 
 #[test]

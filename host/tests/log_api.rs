@@ -751,6 +751,7 @@ fn a_commit_with_one_invalid_part_is_refused_whole<L: Backend>() {
         dead_letter: Some(record),
         resolve_dead_letter: None,
         requires_state: None,
+        seek: false,
         lease: None,
         state_read: Vec::new(),
     };
@@ -848,6 +849,7 @@ fn a_consumer_commit_writes_all_its_parts_together<L: Backend>() {
         )),
         resolve_dead_letter: None,
         requires_state: None,
+        seek: false,
         lease: None,
         state_read: Vec::new(),
     };
@@ -2590,7 +2592,6 @@ fn a_commit_whose_read_state_moved_is_refused_whole<L: Backend>() {
     );
 }
 
-
 /// A consumer that read a stale committed offset (a lagging replica, a partition just taken
 /// over) and handled events already committed must not commit them again, even when its
 /// batch goes further than what is committed: the advance names the offset it read from.
@@ -2598,7 +2599,10 @@ fn a_commit_from_a_stale_offset_is_refused_even_if_it_goes_further<L: Backend>()
     let h = Harness::<L>::new();
     h.publish("orders", (0..6).map(|i| event(&format!("e{i}"))).collect());
     let from = |from: Option<u64>, next: u64, tag: &str| ConsumerCommit {
-        emits: vec![NewEvent::to_topic("effects", event(&format!("effect-{tag}")))],
+        emits: vec![NewEvent::to_topic(
+            "effects",
+            event(&format!("effect-{tag}")),
+        )],
         offset: Some(OffsetAdvance {
             topic: "orders".into(),
             partition: 0,
@@ -2619,14 +2623,24 @@ fn a_commit_from_a_stale_offset_is_refused_even_if_it_goes_further<L: Backend>()
     // Read at 1, handled 1..5: 3 is committed meanwhile, so this is refused whole.
     let stale = h.log.commit(from(Some(1), 5, "stale")).wait();
     assert!(
-        matches!(stale, Err(LogError::OffsetConflict { current: 3, requested: 5, .. })),
+        matches!(
+            stale,
+            Err(LogError::OffsetConflict {
+                current: 3,
+                requested: 5,
+                ..
+            })
+        ),
         "{stale:?}"
     );
     h.log.commit(from(Some(3), 5, "c")).wait().unwrap();
     let h = h.reopen();
     assert_eq!(h.ids("effects", 0), ["effect-a", "effect-b", "effect-c"]);
     assert_eq!(
-        h.log.committed_offset("billing", "orders", 0).wait().unwrap(),
+        h.log
+            .committed_offset("billing", "orders", 0)
+            .wait()
+            .unwrap(),
         Some(5)
     );
 }
@@ -2844,6 +2858,133 @@ fn members_announce_their_groups_and_leave<L: Backend>() {
     assert_eq!(ids, ["daemon/b"]);
 }
 
+fn dead_letter_counts_follow_park_resolve_and_delete<L: Backend>() {
+    let h = Harness::<L>::new();
+    h.publish("orders", vec![event("e0"), event("e1"), event("e2")]);
+    let counts = |h: &Harness<L>| h.log.dead_letter_counts().wait().unwrap();
+    assert!(counts(&h).is_empty());
+    let a = park(&h, 0);
+    let b = park(&h, 1);
+    let c = park(&h, 2);
+    let shipping = ConsumerCommit {
+        group: "shipping".into(),
+        dead_letter: Some(dead_letter_record(
+            "shipping",
+            at("orders", 0, 0),
+            FailureKind::Trap,
+        )),
+        ..ConsumerCommit::default()
+    };
+    let s = h.log.commit(shipping).wait().unwrap().dead_letter.unwrap();
+    assert_eq!(
+        counts(&h),
+        BTreeMap::from([("billing".to_owned(), 3), ("shipping".to_owned(), 1)])
+    );
+    // A replay that succeeds resolves its letter; one that fails again parks a new letter in
+    // the same commit: the count stays.
+    h.log.commit(replay_of(a, "ok")).wait().unwrap();
+    let mut again = replay_of(b, "again");
+    again.emits.clear();
+    again.dead_letter = Some(dead_letter_record(
+        "billing",
+        at("orders", 0, 1),
+        FailureKind::Trap,
+    ));
+    h.log.commit(again).wait().unwrap();
+    assert_eq!(
+        counts(&h),
+        BTreeMap::from([("billing".to_owned(), 2), ("shipping".to_owned(), 1)])
+    );
+    // A refused commit counts nothing.
+    assert!(h.log.commit(replay_of(a, "twice")).wait().is_err());
+    assert!(h.log.delete_dead_letter(s).wait().unwrap());
+    assert!(!h.log.delete_dead_letter(s).wait().unwrap());
+    assert!(h.log.delete_dead_letter(c).wait().unwrap());
+    let h = h.reopen();
+    assert_eq!(counts(&h), BTreeMap::from([("billing".to_owned(), 1)]));
+    assert_eq!(
+        h.log.dead_letters(None, None, 100).wait().unwrap().len(),
+        1,
+        "the count agrees with the letters"
+    );
+}
+
+fn a_seek_is_a_commit_fenced_by_the_offset_it_moves_from<L: Backend>() {
+    let h = Harness::<L>::new();
+    h.publish("orders", vec![event("e0"), event("e1"), event("e2")]);
+    h.log
+        .commit(advance_to("billing", "orders", 0, 3))
+        .wait()
+        .unwrap();
+    let seek = |from: u64, to: u64| {
+        let mut c = advance_to("billing", "orders", 0, to);
+        c.seek = true;
+        if let Some(advance) = &mut c.offset {
+            advance.from = Some(from);
+        }
+        c
+    };
+    // Backwards, from the offset it is at.
+    h.log.commit(seek(3, 1)).wait().unwrap();
+    assert_eq!(
+        h.log
+            .committed_offset("billing", "orders", 0)
+            .wait()
+            .unwrap(),
+        Some(1)
+    );
+    // A commit moved it after the seek was decided: refused, nothing moves.
+    h.log
+        .commit(advance_to("billing", "orders", 0, 2))
+        .wait()
+        .unwrap();
+    let stale = h.log.commit(seek(1, 0)).wait();
+    assert!(
+        matches!(
+            stale,
+            Err(LogError::OffsetConflict {
+                current: 2,
+                requested: 0,
+                ..
+            })
+        ),
+        "{stale:?}"
+    );
+    assert_eq!(stale.unwrap_err().class(), ErrorClass::Conflict);
+    assert_eq!(
+        h.log
+            .committed_offset("billing", "orders", 0)
+            .wait()
+            .unwrap(),
+        Some(2)
+    );
+    // Not beyond the end; to the end is fine.
+    assert!(matches!(
+        h.log.commit(seek(2, 4)).wait(),
+        Err(LogError::Invalid(_))
+    ));
+    h.log.commit(seek(2, 3)).wait().unwrap();
+    // A seek that does not name where it moves from is refused: it would be unfenced.
+    let unfenced = h
+        .log
+        .commit(ConsumerCommit {
+            seek: true,
+            ..advance_to("billing", "orders", 0, 0)
+        })
+        .wait();
+    assert!(
+        matches!(unfenced, Err(LogError::Invalid(_))),
+        "{unfenced:?}"
+    );
+    assert_eq!(
+        h.log
+            .committed_offset("billing", "orders", 0)
+            .wait()
+            .unwrap(),
+        Some(3)
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // every contract test, once per backend
 
@@ -2911,7 +3052,9 @@ contract_tests! {
         a_commit_whose_read_state_moved_is_refused_whole,
         a_commit_from_a_stale_offset_is_refused_even_if_it_goes_further,
         schemas_are_stored_once_listed_in_order_and_immutable,
-        concurrent_puts_of_one_schema_version_store_exactly_one;
+        concurrent_puts_of_one_schema_version_store_exactly_one,
+        dead_letter_counts_follow_park_resolve_and_delete,
+        a_seek_is_a_commit_fenced_by_the_offset_it_moves_from;
     async:
         an_async_waiter_wakes_when_an_event_is_appended,
 }

@@ -18,24 +18,11 @@ use crate::daemon::metrics::Snapshot;
 use crate::daemon::schemas::{PutOutcome, SchemaError};
 use crate::log::{DeadLetter, DeadLetterId};
 
-pub(super) async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
-}
-
-/// Most dead letters counted for the `evhost_dead_letters` gauge per scrape.
-const DEAD_LETTER_COUNT_CAP: u64 = 100_000;
-
 pub(super) async fn metrics(State(state): State<Arc<ApiState>>) -> ApiResult<Response> {
     let plugins = state.dispatcher.plugins().await;
     let (plugin_loads, plugin_load_failures) = state.loader.load_counts();
-    let mut dead_letters = 0u64;
-    let mut after = None;
-    while dead_letters < DEAD_LETTER_COUNT_CAP {
-        let page = state.log.dead_letters(None, after, 1000).await?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.id);
-        dead_letters += page.len() as u64;
-    }
+    // The log keeps the count: a scrape reads it, never the letters.
+    let dead_letters = state.log.dead_letter_counts().await?.values().sum();
     let text = state.metrics.render(Snapshot {
         plugins,
         failed_plugins: state.loader.failures().len(),
@@ -59,11 +46,31 @@ pub(super) async fn plugins(
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<PluginListJson>> {
     Params::parse(query.as_deref(), &[])?;
-    let deployed = state.dispatcher.plugins().await.into_iter();
-    let failed = state.loader.failures().into_iter();
+    let deployed = state.dispatcher.plugins().await;
+    // A failed reload of a file that runs a plugin shows on that plugin's
+    // entry; other failures are entries of their own.
+    let mut pending = std::collections::BTreeMap::new();
+    let mut failed = Vec::new();
+    for f in state.loader.failures() {
+        match state.loader.running_from(std::path::Path::new(&f.file)) {
+            Some(name) => {
+                pending.insert(name, f);
+            }
+            None => failed.push(f),
+        }
+    }
     let plugins = deployed
-        .map(|s| PluginEntryJson::Deployed(s.into()))
-        .chain(failed.map(|f| PluginEntryJson::Failed(f.into())))
+        .into_iter()
+        .map(|s| {
+            let mut json = super::dto::PluginJson::from(s);
+            json.pending_error = pending.remove(&json.name).map(Into::into);
+            PluginEntryJson::Deployed(Box::new(json))
+        })
+        .chain(
+            failed
+                .into_iter()
+                .map(|f| PluginEntryJson::Failed(f.into())),
+        )
         .collect();
     Ok(Json(PluginListJson { plugins }))
 }

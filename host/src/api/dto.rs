@@ -28,7 +28,7 @@ pub struct PluginListJson {
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
 pub enum PluginEntryJson {
-    Deployed(PluginJson),
+    Deployed(Box<PluginJson>),
     Failed(FailedPluginJson),
 }
 
@@ -42,9 +42,14 @@ pub struct PluginJson {
     /// `running`, `paused` (breaker open) or `stopped`.
     pub state: &'static str,
     pub subscriptions: Vec<SubscriptionJson>,
+    /// Handled successfully since start, replays included.
     pub processed: u64,
     pub failed: u64,
+    /// Parked by this daemon since start (a running total).
     pub dead_lettered: u64,
+    /// In the dead-letter store now (the log's count; replays and discards lower it).
+    pub dead_letters: u64,
+    /// The last failure of the running version (cleared when a new version deploys).
     pub last_error: Option<String>,
     pub call_latency: HistogramJson,
     pub lag: u64,
@@ -53,6 +58,37 @@ pub struct PluginJson {
     pub consumer_restarts: u64,
     pub consumer_error: Option<String>,
     pub grants: GrantsJson,
+    /// Consumers that ended unexpectedly and wait for their restart now.
+    pub consumers_down: u64,
+    /// A newer file of this plugin that failed to load; the version above keeps
+    /// running. Cleared by the next successful load.
+    pub pending_error: Option<PendingErrorJson>,
+}
+
+/// A failed reload of a running plugin.
+#[derive(Debug, Serialize)]
+pub struct PendingErrorJson {
+    pub file: String,
+    pub message: String,
+    /// RFC 3339.
+    pub failed_at: String,
+}
+
+impl From<FailedLoad> for PendingErrorJson {
+    fn from(f: FailedLoad) -> Self {
+        let FailedLoad {
+            name: _,
+            file,
+            error,
+            at,
+            blocked_by: _,
+        } = f;
+        PendingErrorJson {
+            file,
+            message: error,
+            failed_at: at,
+        }
+    }
 }
 
 impl From<PluginStatus> for PluginJson {
@@ -67,12 +103,14 @@ impl From<PluginStatus> for PluginJson {
             processed,
             failed,
             dead_lettered,
+            dead_letters,
             last_error,
             call_latency,
             lag,
             partitions,
             consumer_restarts,
             consumer_error,
+            consumers_down,
             grants,
         } = s;
         PluginJson {
@@ -85,12 +123,15 @@ impl From<PluginStatus> for PluginJson {
             processed,
             failed,
             dead_lettered,
+            dead_letters,
             last_error,
             call_latency: call_latency.into(),
             lag,
             partitions: partitions.into_iter().map(Into::into).collect(),
             consumer_restarts,
             consumer_error,
+            consumers_down,
+            pending_error: None,
             grants: grants.into(),
         }
     }
@@ -313,6 +354,7 @@ mod tests {
             processed: 7,
             failed: 2,
             dead_lettered: 1,
+            dead_letters: 0,
             last_error: Some("trap".into()),
             call_latency: HistogramSnapshot {
                 buckets: vec![(0.001, 5), (f64::INFINITY, 2)],
@@ -329,15 +371,17 @@ mod tests {
             }],
             consumer_restarts: 1,
             consumer_error: Some("orders-a/0: panicked: boom".into()),
+            consumers_down: 0,
             grants: Grants::new(vec!["order.*".into()], true).unwrap(),
         };
         assert_eq!(
-            wire(PluginEntryJson::Deployed(status.into())),
+            wire(PluginEntryJson::Deployed(Box::new(status.into()))),
             json!({
                 "name": "counter", "version": "0.1.0", "digest": "ab", "load_number": 3,
                 "state": "paused",
                 "subscriptions": [{"topic": "orders-*", "event_type": "order.*"}],
-                "processed": 7, "failed": 2, "dead_lettered": 1, "last_error": "trap",
+                "processed": 7, "failed": 2, "dead_lettered": 1, "dead_letters": 0,
+                "last_error": "trap",
                 "call_latency": {"buckets": [[0.001, 5], [null, 2]], "sum": 0.5, "count": 7},
                 "lag": 4,
                 "partitions": [
@@ -345,6 +389,7 @@ mod tests {
                 ],
                 "consumer_restarts": 1,
                 "consumer_error": "orders-a/0: panicked: boom",
+                "consumers_down": 0, "pending_error": null,
                 "grants": {"emit": ["order.*"], "state": true},
             })
         );

@@ -109,6 +109,25 @@ impl From<DispatchError> for ApiError {
             DispatchError::PluginNotLoaded(_) => {
                 ApiError::new(StatusCode::CONFLICT, "plugin_not_loaded", message)
             }
+            DispatchError::UnknownPlugin(_) => ApiError::not_found("unknown_plugin", message),
+            DispatchError::NotSubscribed { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "not_subscribed", message)
+            }
+            DispatchError::OffsetBeyondEnd { end, .. } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "offset_out_of_range",
+                message,
+            )
+            .with("end_offset", end),
+            DispatchError::NotWorkedHere { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "partition_not_worked_here", message)
+            }
+            DispatchError::SeekInProgress { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "seek_in_progress", message)
+            }
+            DispatchError::SeekTimeout { .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "seek_timeout", message)
+            }
             DispatchError::Log(e) => e.into(),
         }
     }

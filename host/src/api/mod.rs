@@ -8,6 +8,7 @@
 //! - `publish`: publishing to topics and appending to streams; stream reads.
 //! - `topics`: topic listing, reads and the live tail (server-sent events).
 //! - `admin`: plugins, dead letters, schemas, `/metrics`, `/healthz`.
+//! - `operator`: topic creation and retention, consumer seek, `/healthz`.
 //! - `dto`: the wire types of answers built from library structs.
 //! - `ui`: the web console's static files at `/ui`.
 
@@ -15,6 +16,7 @@ mod admin;
 pub mod cloudevents;
 pub mod dto;
 pub mod error;
+mod operator;
 mod publish;
 mod topics;
 mod ui;
@@ -50,6 +52,8 @@ pub struct ApiState {
     pub schemas: Arc<SchemaRegistry>,
     pub metrics: Arc<Metrics>,
     pub config: ApiConfig,
+    /// The retention of topics created through the API without one.
+    pub default_retention: crate::log::RetentionPolicy,
     /// Turns `true` once shutdown starts; live tails end on it, so the server's
     /// graceful shutdown is not held up by streams that never finish by themselves.
     pub shutdown: watch::Receiver<bool>,
@@ -59,10 +63,13 @@ pub struct ApiState {
 pub fn router(state: Arc<ApiState>) -> Router {
     let limit = state.config.max_body_bytes;
     Router::new()
-        .route("/healthz", get(admin::healthz))
+        .route("/healthz", get(operator::healthz))
         .route("/metrics", get(admin::metrics))
         .route("/v1/events", post(publish::publish_derived))
-        .route("/v1/topics", get(topics::list))
+        .route("/v1/topics", get(topics::list).post(operator::create_topic))
+        .route("/v1/topics/{topic}", get(operator::topic_get))
+        .route("/v1/topics/{topic}/retention", put(operator::put_retention))
+        .route("/v1/plugins/{name}/offsets", post(operator::seek))
         .route(
             "/v1/topics/{topic}/events",
             post(publish::publish_topic).get(topics::read),

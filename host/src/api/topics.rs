@@ -28,6 +28,7 @@ pub(super) async fn list(
         "topics": topics.iter().map(|t| json!({
             "name": t.name,
             "partition_count": t.config.partitions,
+            "retention": super::operator::retention_json(&t.config.retention),
             "partitions": t.partitions.iter().enumerate().map(|(i, p)| json!({
                 "partition": i,
                 "start_offset": p.start,

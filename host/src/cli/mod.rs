@@ -6,10 +6,12 @@
 //! - `table`: aligned text tables.
 //! - `author`: the plugin author's commands: `evhost new`, `build`, `deploy`, `dev`.
 //! - `call`: `evhost check` and `evhost call`, a plugin file without a daemon.
+//! - `operator`: `evhost topic create`, `evhost seek`.
 
 pub mod author;
 pub mod call;
 pub mod client;
+pub mod operator;
 pub mod table;
 
 use std::io::{Read, Write};
@@ -240,6 +242,7 @@ fn plugins_table(plugins: &[Value]) -> Table {
         "HANDLED",
         "FAILED",
         "DLQ",
+        "RESTARTS",
         "LAST ERROR",
     ]);
     for p in plugins {
@@ -251,11 +254,24 @@ fn plugins_table(plugins: &[Value]) -> Table {
             num("lag"),
             num("processed"),
             num("failed"),
-            num("dead_lettered"),
-            clip(p["last_error"].as_str().unwrap_or(""), 100),
+            // The letters there now; the running total is `dead_lettered` (--json).
+            num("dead_letters"),
+            num("consumer_restarts"),
+            clip(&last_error_text(p), 100),
         ]);
     }
     t
+}
+
+/// The plugin's last error, and a failed reload of its file, which the
+/// running version outlives.
+fn last_error_text(p: &Value) -> String {
+    let last = p["last_error"].as_str().unwrap_or("");
+    match p["pending_error"]["message"].as_str() {
+        Some(pending) if last.is_empty() => format!("reload failed: {pending}"),
+        Some(pending) => format!("reload failed: {pending}; last call: {last}"),
+        None => last.to_owned(),
+    }
 }
 
 pub fn plugins(client: &Client, json_out: bool) -> anyhow::Result<()> {

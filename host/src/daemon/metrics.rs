@@ -302,6 +302,24 @@ impl Collector for SnapshotCollector {
             "Events in the dead-letter store",
             &[(vec![], s.dead_letters as i64)],
         )?;
+        let now = |f: fn(&PluginStatus) -> u64| -> Vec<(Labels, i64)> {
+            s.plugins
+                .iter()
+                .map(|p| (plugin(p), i64::try_from(f(p)).unwrap_or(i64::MAX)))
+                .collect()
+        };
+        gauge(
+            &mut enc,
+            "evhost_plugin_dead_letters",
+            "A plugin's events in the dead-letter store now (the log's count)",
+            &now(|p| p.dead_letters),
+        )?;
+        gauge(
+            &mut enc,
+            "evhost_plugin_consumers_down",
+            "A plugin's consumers that ended unexpectedly and wait for their restart",
+            &now(|p| p.consumers_down),
+        )?;
         let log = &s.log;
         histogram(
             &mut enc,

@@ -64,6 +64,13 @@ pub enum DaemonError {
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
     Schemas(#[from] SchemaError),
+    #[error("cannot preload the schemas of {dir}: {source}")]
+    Preload {
+        dir: String,
+        source: schemas::PreloadError,
+    },
+    #[error("cannot set up topic `{name}` of [topics.{name}]: {source}")]
+    Topic { name: String, source: LogError },
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -91,10 +98,27 @@ pub async fn run(
         dedupe_window: config.log.dedupe_window,
         max_event_bytes: config.log.max_event_bytes,
         cache_bytes: config.log.cache_bytes,
+        default_retention: config.log.default_retention.clone(),
+        retention_interval: config.log.retention_interval,
         ..LogConfig::default()
     };
     let opened = open_log(&config.log.backend, &data, log_config).await?;
     let log = opened.log();
+    // `[topics.NAME]`: created, or given the configured retention.
+    for t in &config.topics {
+        log.create_topic(
+            &t.name,
+            crate::log::TopicConfig {
+                partitions: t.partitions,
+                retention: t.retention.clone(),
+            },
+        )
+        .await
+        .map_err(|source| DaemonError::Topic {
+            name: t.name.clone(),
+            source,
+        })?;
+    }
 
     let runtime = Arc::new(Runtime::new(RuntimeConfig {
         cache_dir: Some(data.join("cache")),
@@ -114,6 +138,15 @@ pub async fn run(
     })?);
     let schemas = Arc::new(SchemaRegistry::open(log.clone(), &data.join("schemas")).await?);
     schemas.spawn_refresh();
+    if let Some(dir) = &config.schemas_dir {
+        let n = schemas::preload(&schemas, dir)
+            .await
+            .map_err(|source| DaemonError::Preload {
+                dir: dir.display().to_string(),
+                source,
+            })?;
+        say!("registered {n} schema(s) from {}", dir.display());
+    }
     // Events plugins emit are held to the same schemas as published ones.
     let registry = schemas.clone();
     let emit_check = EmitCheck(Arc::new(move |event: &crate::event::Event| {
@@ -124,6 +157,11 @@ pub async fn run(
         runtime.clone(),
         DispatchConfig {
             batch_size: config.dispatch.batch_size,
+            topic_scan_interval: config.dispatch.topic_scan_interval,
+            breaker: crate::dispatch::BreakerConfig {
+                failure_threshold: config.dispatch.breaker_threshold,
+                cool_down: config.dispatch.breaker_cool_down,
+            },
             emit_check: Some(emit_check),
             ..DispatchConfig::default()
         },
@@ -168,6 +206,7 @@ pub async fn run(
         schemas,
         metrics: Arc::new(Metrics::new()),
         config: config.api.clone(),
+        default_retention: config.log.default_retention.clone(),
         shutdown: stop_rx.clone(),
     });
     let mut server_stop = stop_rx;

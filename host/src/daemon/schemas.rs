@@ -494,6 +494,62 @@ impl SchemaRegistry {
     }
 }
 
+/// Why a schema of the preload directory was not registered: the file and the reason.
+#[derive(Debug, thiserror::Error)]
+#[error("schema file {file}: {message}")]
+pub struct PreloadError {
+    pub file: String,
+    pub message: String,
+}
+
+/// Registers every `DIR/TYPE/VERSION.json` (the layout of the store itself) and
+/// answers how many; one that is unreadable, not JSON, not a usable schema or
+/// different from the registered version of that name stops it, naming the file.
+pub async fn preload(registry: &SchemaRegistry, dir: &Path) -> Result<usize, PreloadError> {
+    let fail = |file: &Path, message: String| PreloadError {
+        file: file.display().to_string(),
+        message,
+    };
+    let mut files = Vec::new();
+    let types = std::fs::read_dir(dir).map_err(|e| fail(dir, e.to_string()))?;
+    for ty_dir in types {
+        let ty_dir = ty_dir.map_err(|e| fail(dir, e.to_string()))?.path();
+        if !ty_dir.is_dir() {
+            return Err(fail(
+                &ty_dir,
+                "expected a directory named after an event type, holding VERSION.json files".into(),
+            ));
+        }
+        for file in std::fs::read_dir(&ty_dir).map_err(|e| fail(&ty_dir, e.to_string()))? {
+            files.push(file.map_err(|e| fail(&ty_dir, e.to_string()))?.path());
+        }
+    }
+    files.sort();
+    for file in &files {
+        let (Some(ty), Some(version)) = (
+            file.parent()
+                .and_then(|p| p.file_name())
+                .and_then(|n| n.to_str()),
+            file.file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".json")),
+        ) else {
+            return Err(fail(
+                file,
+                "expected TYPE/VERSION.json (e.g. user.created/1.json)".into(),
+            ));
+        };
+        let text = std::fs::read(file).map_err(|e| fail(file, e.to_string()))?;
+        let schema: Value =
+            serde_json::from_slice(&text).map_err(|e| fail(file, format!("not JSON: {e}")))?;
+        registry
+            .put(ty, version, schema)
+            .await
+            .map_err(|e| fail(file, e.to_string()))?;
+    }
+    Ok(files.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,6 +16,7 @@
 //! - `supervisor`: one plugin's consumers across topics and partitions.
 //! - `coordinator`: which partitions this daemon works when daemons share the log.
 //! - `replay`: dead-letter replay through the current plugin version.
+//! - `seek`: an operator's seek, applied by the partition's consumer between batches.
 
 mod backoff;
 mod breaker;
@@ -24,6 +25,7 @@ mod coordinator;
 mod matcher;
 mod overlay;
 mod replay;
+mod seek;
 mod supervisor;
 
 use std::collections::BTreeMap;
@@ -37,6 +39,7 @@ pub use self::breaker::{BreakerConfig, BreakerState};
 use self::coordinator::Coordinator;
 pub use self::coordinator::LeaseSettings;
 pub use self::matcher::Matcher;
+pub use self::seek::Seeked;
 use self::supervisor::Supervisor;
 use crate::event::Position;
 use crate::log::{DeadLetterId, EventLog, FailureKind, LogError};
@@ -193,9 +196,15 @@ pub struct PluginStatus {
     pub load_number: u64,
     pub state: RunState,
     pub subscriptions: Vec<Subscription>,
+    /// Events handled successfully since start, replays included.
     pub processed: u64,
     pub failed: u64,
+    /// Events this daemon parked since start (a running total).
     pub dead_lettered: u64,
+    /// The plugin's dead letters in the store now (the log's count): what
+    /// replays and discards bring down.
+    pub dead_letters: u64,
+    /// The last failure of the running version (a new version starts clean).
     pub last_error: Option<String>,
     /// Durations of the plugin's calls (successful or not).
     pub call_latency: crate::histogram::HistogramSnapshot,
@@ -205,6 +214,8 @@ pub struct PluginStatus {
     pub consumer_restarts: u64,
     /// Why the last one ended.
     pub consumer_error: Option<String>,
+    /// Consumers that ended unexpectedly and wait for their restart now.
+    pub consumers_down: u64,
     /// What the operator granted the running version.
     pub grants: Grants,
 }
@@ -219,6 +230,40 @@ pub enum DispatchError {
     ReplayInProgress(DeadLetterId),
     #[error("plugin `{0}` is not loaded, so its dead letters cannot be replayed")]
     PluginNotLoaded(String),
+    #[error("no plugin named `{0}` is loaded")]
+    UnknownPlugin(String),
+    #[error("plugin `{plugin}` does not consume topic `{topic}` (no subscription matches it)")]
+    NotSubscribed { plugin: String, topic: String },
+    #[error("offset {offset} is beyond the end ({end}) of {topic}/{partition}")]
+    OffsetBeyondEnd {
+        topic: String,
+        partition: u32,
+        offset: u64,
+        end: u64,
+    },
+    #[error(
+        "this daemon does not work {topic}/{partition} for plugin `{plugin}` now (another daemon sharing the log holds it, or its consumer has not started yet)"
+    )]
+    NotWorkedHere {
+        plugin: String,
+        topic: String,
+        partition: u32,
+    },
+    #[error("a seek of plugin `{plugin}` on {topic}/{partition} is already waiting")]
+    SeekInProgress {
+        plugin: String,
+        topic: String,
+        partition: u32,
+    },
+    #[error(
+        "the consumer of plugin `{plugin}` on {topic}/{partition} did not reach a batch boundary within {waited:?} (a call or its retries still run, or the consumer is restarting); nothing was changed"
+    )]
+    SeekTimeout {
+        plugin: String,
+        topic: String,
+        partition: u32,
+        waited: Duration,
+    },
     #[error(transparent)]
     Log(#[from] LogError),
 }
@@ -350,11 +395,52 @@ impl Dispatcher {
                 .unwrap_or_else(PoisonError::into_inner);
             sups.values().map(Supervisor::handle).collect()
         };
+        let counts = match self.log.dead_letter_counts().await {
+            Ok(counts) => counts,
+            Err(e) => {
+                tracing::warn!("cannot read the dead-letter counts: {e}");
+                BTreeMap::new()
+            }
+        };
         let mut out = Vec::with_capacity(sups.len());
         for s in sups {
-            out.push(s.status(self.log.as_ref()).await);
+            let mut status = s.status(self.log.as_ref()).await;
+            status.dead_letters = counts.get(&status.name).copied().unwrap_or(0);
+            out.push(status);
         }
         out
+    }
+
+    /// Moves `plugin`'s offset on `topic`/`partition` to `offset` (back to
+    /// re-handle events, forward to skip them). The partition's consumer
+    /// applies it between batches, as a commit fenced by the offset it moves
+    /// from; the answer comes once it is committed.
+    pub async fn seek(
+        &self,
+        plugin: &str,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+    ) -> Result<Seeked, DispatchError> {
+        seek::seek(self, plugin, topic, partition, offset).await
+    }
+
+    /// Plugins with consumers that ended unexpectedly and wait for their
+    /// restart: `(plugin, consumers down, why the last one ended)`.
+    pub fn consumers_down(&self) -> Vec<(String, u64, Option<String>)> {
+        let sups = self
+            .supervisors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        sups.values().filter_map(|s| s.handle().down()).collect()
+    }
+
+    fn plugin_current(&self, plugin: &str) -> Option<supervisor::SupervisorHandle> {
+        let sups = self
+            .supervisors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        sups.get(plugin).map(Supervisor::handle)
     }
 
     /// Replays one dead letter through the current version of its plugin. A

@@ -32,6 +32,10 @@ pub(super) struct PluginShared {
     /// Consumer tasks restarted after ending unexpectedly, and the last cause.
     pub consumer_restarts: AtomicU64,
     pub consumer_error: Mutex<Option<String>>,
+    /// Consumers that ended unexpectedly and wait for their restart.
+    pub consumers_down: AtomicU64,
+    /// Operators' seeks waiting for their consumers.
+    pub seeks: super::seek::Seeks,
     pub emit_check: Option<super::EmitCheck>,
     pub latency: Histogram,
     /// Held by a consumer from its batch's first call until the batch is
@@ -129,6 +133,8 @@ impl Supervisor {
             last_error: Mutex::new(None),
             consumer_restarts: AtomicU64::new(0),
             consumer_error: Mutex::new(None),
+            consumers_down: AtomicU64::new(0),
+            seeks: super::seek::Seeks::default(),
             emit_check: config.emit_check.clone(),
             latency: Histogram::new(CALL_SECONDS),
             state_lock: tokio::sync::Mutex::new(()),
@@ -180,6 +186,13 @@ impl Supervisor {
                 .unwrap_or_else(PoisonError::into_inner) = semaphore(limit);
         }
         self.handle.current_tx.send_replace(compile(deployment));
+        // The last error was the old version's; the new one starts clean.
+        *self
+            .handle
+            .shared
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
         // A new version may be the fix: an open breaker probes it at once
         // instead of waiting out the cool-down set for the old one.
         self.handle.shared.breaker.probe_now();
@@ -207,6 +220,36 @@ impl Supervisor {
 impl SupervisorHandle {
     pub fn shared(&self) -> &Arc<PluginShared> {
         &self.shared
+    }
+
+    pub fn current_compiled(&self) -> Current {
+        self.current.borrow().clone()
+    }
+
+    /// Whether this daemon works `topic`/`partition` for the plugin now (on
+    /// a shared log: holds its lease).
+    pub fn works(&self, topic: &str, partition: u32) -> bool {
+        self.partitions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .any(|(t, p)| t == topic && *p == partition)
+    }
+
+    /// `(plugin, consumers down, last cause)` when any consumer is down.
+    pub fn down(&self) -> Option<(String, u64, Option<String>)> {
+        let n = self.shared.consumers_down.load(Ordering::Relaxed);
+        (n > 0).then(|| {
+            (
+                self.shared.name.clone(),
+                n,
+                self.shared
+                    .consumer_error
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone(),
+            )
+        })
     }
 
     pub async fn status(&self, log: &dyn EventLog) -> PluginStatus {
@@ -261,6 +304,7 @@ impl SupervisorHandle {
             processed: self.shared.processed.load(Ordering::Relaxed),
             failed: self.shared.failed.load(Ordering::Relaxed),
             dead_lettered: self.shared.dead_lettered.load(Ordering::Relaxed),
+            dead_letters: 0,
             call_latency: self.shared.latency.snapshot(),
             last_error: self
                 .shared
@@ -277,6 +321,7 @@ impl SupervisorHandle {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .clone(),
+            consumers_down: self.shared.consumers_down.load(Ordering::Relaxed),
             grants: d.settings.grants.clone(),
         }
     }
@@ -485,6 +530,7 @@ async fn run(env: Env, handle: SupervisorHandle, mut stop: watch::Receiver<bool>
                         topic: key.0.clone(),
                         partition: key.1,
                         stop: stop_rx,
+                        seek: handle.shared.seeks.subscribe(),
                         lease: lease.clone(),
                         committed: std::sync::atomic::AtomicU64::new(0),
                         survived: Mutex::new(None),
@@ -511,6 +557,10 @@ async fn run(env: Env, handle: SupervisorHandle, mut stop: watch::Receiver<bool>
             }
             Err(e) => tracing::warn!(plugin = %name, "cannot list topics: {e}"),
         }
+        handle
+            .shared
+            .consumers_down
+            .store(restarts.len() as u64, Ordering::Relaxed);
         let next_restart = restarts
             .values()
             .map(|(at, _)| *at)

@@ -389,6 +389,7 @@ macro_rules! delegate_all_but_read_and_commit {
             dead_letters(plugin: Option<&str>, after: Option<DeadLetterId>, limit: usize) -> Pending<Vec<DeadLetter>>;
             dead_letter(id: DeadLetterId) -> Pending<Option<DeadLetter>>;
             delete_dead_letter(id: DeadLetterId) -> Pending<bool>;
+            dead_letter_counts() -> Pending<std::collections::BTreeMap<String, u64>>;
             enforce_retention() -> Pending<crate::log::RetentionReport>;
             stats() -> crate::log::LogStats;
             put_schema(schema: crate::log::SchemaRecord) -> Pending<crate::log::SchemaPut>;
@@ -452,6 +453,102 @@ async fn a_consumer_that_panics_is_restarted_from_its_offset_and_its_events_are_
         error.contains("panicked: injected panic") && error.contains("in/0"),
         "the cause is shown on the plugin: {error}"
     );
+    h.dispatcher.shutdown(Duration::from_secs(5)).await;
+}
+
+/// A log that refuses every read of topic `in` while armed: the consumer's own
+/// request refused, so its task ends and waits for its restart.
+struct RefuseReads {
+    inner: Arc<dyn EventLog>,
+    armed: AtomicBool,
+}
+
+impl EventLog for RefuseReads {
+    delegate_all_but_read_and_commit!();
+
+    fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        max: usize,
+    ) -> Pending<Vec<StoredEvent>> {
+        if topic == "in" && self.armed.load(Ordering::SeqCst) {
+            return Pending::ready(Err(crate::log::LogError::Invalid(
+                "injected refusal".into(),
+            )));
+        }
+        self.inner.read(topic, partition, from, max)
+    }
+
+    fn commit(&self, commit: ConsumerCommit) -> Pending<crate::log::CommitOutcome> {
+        self.inner.commit(commit)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_waiting_for_its_restart_is_reported_down_until_it_runs_again() {
+    let log = Arc::new(RefuseReads {
+        inner: fresh_log(LogConfig::default()),
+        armed: AtomicBool::new(true),
+    });
+    let h = Harness::new(log.clone(), Harness::config());
+    let calls = Calls::default();
+    h.deploy(native("echo", echo(calls.clone(), "out", 0)), settings(), 1);
+    h.publish(vec![event("t", "s0", "")]).await;
+    h.until("the consumer reported down", || async {
+        h.dispatcher.consumers_down().iter().any(|(p, n, e)| {
+            p == "echo" && *n == 1 && e.as_deref().unwrap_or("").contains("injected refusal")
+        })
+    })
+    .await;
+    assert_eq!(h.status("echo").await.consumers_down, 1);
+    log.armed.store(false, Ordering::SeqCst);
+    h.until("the consumer runs again", || async {
+        h.dispatcher.consumers_down().is_empty() && h.committed("echo").await == Some(1)
+    })
+    .await;
+    h.dispatcher.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seek_back_rehandles_events_and_a_seek_past_the_end_is_refused() {
+    let h = Harness::new(fresh_log(LogConfig::default()), Harness::config());
+    let calls = Calls::default();
+    h.deploy(native("echo", echo(calls.clone(), "out", 0)), settings(), 1);
+    let events: Vec<Event> = (0..5).map(|i| event("t", &format!("s{i}"), "")).collect();
+    h.publish(events.clone()).await;
+    h.until("all handled", || async {
+        h.committed("echo").await == Some(5)
+    })
+    .await;
+    let done = h.dispatcher.seek("echo", "in", 0, 2).await.expect("seek");
+    assert_eq!((done.previous, done.offset), (5, 2));
+    h.until("events 2.. handled again", || async {
+        h.committed("echo").await == Some(5) && calls.of(&events[4].id) == 2
+    })
+    .await;
+    assert_eq!(
+        calls.of(&events[1].id),
+        1,
+        "before the seek target: not again"
+    );
+    assert_eq!(calls.of(&events[2].id), 2);
+    let beyond = h.dispatcher.seek("echo", "in", 0, 6).await;
+    assert!(
+        matches!(beyond, Err(DispatchError::OffsetBeyondEnd { end: 5, .. })),
+        "{beyond:?}"
+    );
+    assert!(matches!(
+        h.dispatcher.seek("nobody", "in", 0, 0).await,
+        Err(DispatchError::UnknownPlugin(_))
+    ));
+    assert!(matches!(
+        h.dispatcher.seek("echo", "in", 3, 0).await,
+        Err(DispatchError::Log(
+            crate::log::LogError::UnknownPartition { .. }
+        ))
+    ));
     h.dispatcher.shutdown(Duration::from_secs(5)).await;
 }
 

@@ -86,6 +86,12 @@ pub struct ConsumerCommit {
     /// [`LogError::StateEntryGone`](super::LogError::StateEntryGone). Whether the entry stays
     /// is up to `state`.
     pub requires_state: Option<StateKey>,
+    /// Makes `offset` an operator's seek: `offset.next` may then be anywhere up to the
+    /// partition's end, backwards too. It must name the offset it moves from
+    /// (`OffsetAdvance::from`), which fences it: a commit that moved the offset meanwhile
+    /// makes the seek fail with [`LogError::OffsetConflict`](super::LogError::OffsetConflict)
+    /// instead of interleaving.
+    pub seek: bool,
     /// The lease under which the commit's partition is worked, on a log several daemons
     /// share: the commit lands only while the lease is still held under it, else it is
     /// refused whole with [`LogError::LeaseLost`](super::LogError::LeaseLost).

@@ -97,4 +97,7 @@ pub struct LogStats {
     /// Events appended (published and emitted) per committed transaction:
     /// how well group commit batches.
     pub transaction_events: crate::histogram::HistogramSnapshot,
+    /// Why the log refuses writes now: the latest write transaction failed (cleared by the
+    /// next one that commits), or the log is closed. `None`: writes go through.
+    pub write_error: Option<String>,
 }

@@ -69,6 +69,8 @@ struct Store {
     attempts: HashMap<(String, Position), AttemptRecord>,
     /// By id, which is parking order.
     dead_letters: BTreeMap<u64, DeadLetter>,
+    /// Plugin → how many of `dead_letters` are its (no zero entries).
+    dead_letter_counts: BTreeMap<String, u64>,
     next_dead_letter_id: u64,
     /// Watched partitions; advanced after every write that moved their end.
     signals: HashMap<(String, u32), Arc<EndSignal>>,
@@ -190,6 +192,21 @@ impl Store {
         rules::locate(topic, t.map(|t| t.config.partitions), partition)?;
         t.and_then(|t| t.partitions.get(partition as usize))
             .ok_or_else(|| LogError::UnknownTopic(topic.to_owned()))
+    }
+
+    /// Removes a dead letter and counts it out; `false` if there was none.
+    fn remove_dead_letter(&mut self, id: DeadLetterId) -> bool {
+        let Some(letter) = self.dead_letters.remove(&id.0) else {
+            return false;
+        };
+        let plugin = &letter.record.plugin;
+        if let Some(n) = self.dead_letter_counts.get_mut(plugin) {
+            *n -= 1;
+            if *n == 0 {
+                self.dead_letter_counts.remove(plugin);
+            }
+        }
+        true
     }
 
     fn state_exists(&self, namespace: &str, key: &str) -> bool {
@@ -481,6 +498,7 @@ impl Txn<'_> {
             dead_letter,
             resolve_dead_letter,
             requires_state,
+            seek,
             lease,
             state_read,
         } = commit;
@@ -533,7 +551,7 @@ impl Txn<'_> {
                     .end();
                 let key = (group.clone(), advance.topic.clone(), advance.partition);
                 let current = self.store.offsets.get(&key).copied();
-                rules::check_offset_advance(&group, &advance, current, end)?;
+                rules::check_offset_advance(&group, &advance, current, end, seek)?;
                 Some((key, advance.next))
             }
         };
@@ -583,6 +601,11 @@ impl Txn<'_> {
             }
         }
         let dead_letter = dead_letter.map(|record| {
+            *self
+                .store
+                .dead_letter_counts
+                .entry(record.plugin.clone())
+                .or_default() += 1;
             let id = DeadLetterId(self.store.next_dead_letter_id);
             self.store.next_dead_letter_id += 1;
             self.store.dead_letters.insert(
@@ -596,7 +619,7 @@ impl Txn<'_> {
             id
         });
         if let Some(id) = resolve_dead_letter {
-            self.store.dead_letters.remove(&id.0);
+            self.store.remove_dead_letter(id);
         }
         Ok(CommitOutcome {
             emitted,
@@ -862,7 +885,11 @@ impl EventLog for MemoryLog {
     }
 
     fn delete_dead_letter(&self, id: DeadLetterId) -> Pending<bool> {
-        self.write(|txn| Ok(txn.store.dead_letters.remove(&id.0).is_some()))
+        self.write(|txn| Ok(txn.store.remove_dead_letter(id)))
+    }
+
+    fn dead_letter_counts(&self) -> Pending<BTreeMap<String, u64>> {
+        self.read(|store| Ok(store.dead_letter_counts.clone()))
     }
 
     fn enforce_retention(&self) -> Pending<RetentionReport> {
@@ -881,6 +908,7 @@ impl EventLog for MemoryLog {
             duplicates: c.duplicates,
             transaction_seconds: self.shared.transaction_seconds.snapshot(),
             transaction_events: self.shared.transaction_events.snapshot(),
+            write_error: store.closed.then(|| "the log is closed".to_owned()),
         }
     }
 

@@ -154,6 +154,11 @@ pub trait EventLog: Send + Sync {
     /// Removes a dead letter; `false` if there was none with that id.
     fn delete_dead_letter(&self, id: DeadLetterId) -> Pending<bool>;
 
+    /// How many dead letters each plugin has now, by plugin (none: absent). The log keeps
+    /// the counts in the same transaction as every park, resolve and delete, so this reads
+    /// them instead of scanning the letters.
+    fn dead_letter_counts(&self) -> Pending<std::collections::BTreeMap<String, u64>>;
+
     /// Runs one retention pass now (it also runs in the background).
     fn enforce_retention(&self) -> Pending<RetentionReport>;
 

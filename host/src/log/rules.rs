@@ -130,15 +130,24 @@ pub(crate) fn within_dedupe_window(now_ms: u64, at_ms: u64, config: &LogConfig) 
 }
 
 /// The offset a consumer commit moves to must advance the group's committed offset
-/// (`current`) and stay within the partition (`end`).
+/// (`current`) and stay within the partition (`end`). A seek (see
+/// [`super::ConsumerCommit::seek`]) may move it anywhere up to `end` instead; it names the
+/// offset it moves from, which must be the committed one.
 pub(crate) fn check_offset_advance(
     group: &str,
     advance: &OffsetAdvance,
     current: Option<u64>,
     end: u64,
+    seek: bool,
 ) -> Result<(), LogError> {
+    if seek && advance.from.is_none() {
+        return Err(LogError::Invalid(
+            "a seek names the offset it moves from (`OffsetAdvance::from`)".into(),
+        ));
+    }
     let moved = advance.from.is_some_and(|from| current != Some(from));
-    let behind = current.is_some_and(|current| advance.next <= current);
+    // A seek may go backwards; an advance may not.
+    let behind = !seek && current.is_some_and(|current| advance.next <= current);
     if moved || behind {
         return Err(LogError::OffsetConflict {
             group: group.to_owned(),

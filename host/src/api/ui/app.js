@@ -121,7 +121,7 @@ function pluginRow(p) {
   }
   const dlq = p.dead_letters !== undefined ? `${fmtNum(p.dead_letters)} / ${fmtNum(p.dead_lettered)}` : fmtNum(p.dead_lettered);
   const problem = [
-    p.pending_error ? h("div", { class: "error" }, `reload failed: ${p.pending_error}`) : null,
+    p.pending_error ? h("div", { class: "error" }, `reload failed: ${pendingText(p.pending_error)}`) : null,
     p.last_error ? h("div", { class: "error" }, p.last_error) : null,
   ];
   return h("tr", { "data-plugin": p.name },
@@ -134,6 +134,11 @@ function pluginRow(p) {
     h("td", { class: "num" }, h("a", { href: `#/dlq?plugin=${enc(p.name)}` }, dlq)),
     h("td", null, problem),
   );
+}
+
+/** A failed reload of a running plugin: `{file, message, failed_at}`. */
+function pendingText(pe) {
+  return typeof pe === "string" ? pe : `${pe.message} (${pe.file}, at ${pe.failed_at})`;
 }
 
 function healthView({ status, body }) {
@@ -273,7 +278,7 @@ async function pluginPage(root, name) {
             ["lag", fmtNum(p.lag)], ["mean call", mean], ["consumer restarts", fmtNum(p.consumer_restarts)]]))),
         h("section", null, h("h2", null, "Errors"), kv([
           ["last error", p.last_error ? h("span", { class: "error", id: "last-error" }, p.last_error) : null],
-          ["pending failed reload", p.pending_error === undefined ? undefined : p.pending_error ? h("span", { class: "error", id: "pending-error" }, p.pending_error) : null],
+          ["pending failed reload", p.pending_error === undefined ? undefined : p.pending_error ? h("span", { class: "error", id: "pending-error" }, pendingText(p.pending_error)) : null],
           ["consumer error", p.consumer_error ? h("span", { class: "error" }, p.consumer_error) : null]])),
         h("div", { class: "grid" },
           h("section", null, h("h2", null, "Subscriptions"), h("table", null,

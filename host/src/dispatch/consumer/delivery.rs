@@ -10,8 +10,8 @@
 //! unknown topic, ...) can never succeed: the event is parked at once as
 //! `rejected` with the log's reason instead of being retried.
 
-use std::sync::{Arc, PoisonError};
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use super::super::breaker::Ticket;

@@ -62,6 +62,8 @@ pub(super) struct ConsumerCtx {
     pub topic: String,
     pub partition: u32,
     pub stop: watch::Receiver<bool>,
+    /// Changes when an operator's seek waits for some consumer of the plugin.
+    pub seek: watch::Receiver<u64>,
     /// The lease this daemon works the partition under, when daemons share the log: every
     /// commit carries it, so none lands once another daemon took the partition.
     pub lease: Option<LeaseFence>,
@@ -145,6 +147,9 @@ enum Stop {
     Refused(LogError),
     /// The blocking thread running a call died; the instance went with it.
     Worker(String),
+    /// An operator's seek arrived while waiting for the breaker: go back to
+    /// the top of the loop, where it is applied.
+    Seek,
     /// Another daemon took the partition: nothing of this consumer will commit any more.
     LeaseLost,
 }
@@ -178,6 +183,7 @@ pub(super) async fn run(mut ctx: ConsumerCtx) -> Ended {
         }
         let why = match stop {
             Stop::Requested => return Ended::Stopped,
+            Stop::Seek => continue,
             Stop::LeaseLost => {
                 tracing::info!(plugin = %ctx.shared.name, topic = %ctx.topic, partition = ctx.partition, "another daemon took the partition; this consumer stops with nothing committed since");
                 return Ended::LeaseLost;
@@ -207,11 +213,13 @@ async fn pause(stop: &mut watch::Receiver<bool>, d: Duration) -> Result<(), Stop
     }
 }
 
-/// Waits for the breaker to admit a call, unless a stop comes first.
+/// Waits for the breaker to admit a call, unless a stop or a seek comes
+/// first (a paused plugin is where an operator seeks past a poison event).
 async fn admit(ctx: &mut ConsumerCtx) -> Result<Ticket, Stop> {
     tokio::select! {
         t = ctx.shared.breaker.admit() => Ok(t),
         _ = ctx.stop.wait_for(|s| *s) => Err(Stop::Requested),
+        _ = ctx.seek.changed() => Err(Stop::Seek),
     }
 }
 
@@ -281,7 +289,23 @@ async fn step(
     careful: &mut usize,
     aside: &mut aside::SetAside,
 ) -> Result<(), Stop> {
+    ctx.seek.borrow_and_update();
     let next = committed_or_register(ctx).await?;
+    // Between batches: the one place a seek may move the offset.
+    if ctx
+        .shared
+        .seeks
+        .apply(
+            ctx.log.as_ref(),
+            ctx.commit_for(),
+            &ctx.topic,
+            ctx.partition,
+            next,
+        )
+        .await
+    {
+        return Ok(());
+    }
     refresh(ctx, worker);
     let non_blocking = worker.as_ref().is_some_and(Worker::non_blocking);
     if non_blocking || aside.any_due() {
@@ -313,6 +337,7 @@ async fn step(
             r = end.wait_past(next) => { r?; }
             _ = ctx.stop.wait_for(|s| *s) => return Err(Stop::Requested),
             _ = ctx.current.changed() => {}
+            _ = ctx.seek.changed() => {}
             _ = tokio::time::sleep_until(retry_at) => {}
         }
         return Ok(());

@@ -268,6 +268,12 @@ impl Layout {
         format!("{}.schema.>", self.root)
     }
 
+    /// Every plugin's dead-letter count (the last message holds them all:
+    /// `PLUGIN COUNT` lines, no zero counts).
+    pub(super) fn dead_letter_counts(&self) -> String {
+        format!("{}.meta.dlcount", self.root)
+    }
+
     fn last_token(&self, subject: &str) -> Result<String, LogError> {
         untoken(subject.rsplit('.').next().unwrap_or_default())
     }

@@ -119,6 +119,8 @@ struct Counters {
     requests: u64,
     events_appended: u64,
     duplicates: u64,
+    /// The error of the latest write batch, when it failed.
+    write_error: Option<String>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -240,7 +242,18 @@ impl NatsLog {
         let future = op(self.shared.clone());
         let job: Job = Box::pin(async move {
             let result = future.await;
-            shared.count(|c| c.requests += 1);
+            shared.count(|c| {
+                c.requests += 1;
+                // A failure of the server or the connection (not a refused request) makes
+                // the log refuse writes until one goes through again.
+                match &result {
+                    Ok(_) => c.write_error = None,
+                    Err(e) if e.class() == super::ErrorClass::Failed => {
+                        c.write_error = Some(e.to_string());
+                    }
+                    Err(_) => {}
+                }
+            });
             let _ = tx.send(result);
         });
         // A send fails only once the writer is gone (the log is being dropped): the dropped
@@ -562,6 +575,10 @@ impl EventLog for NatsLog {
         self.write(move |s| async move { write::delete_dead_letter(&s, id).await })
     }
 
+    fn dead_letter_counts(&self) -> Pending<std::collections::BTreeMap<String, u64>> {
+        self.run(|s| async move { records::dead_letter_counts(&s).await.map(|(c, _)| c) })
+    }
+
     fn enforce_retention(&self) -> Pending<RetentionReport> {
         self.write(|s| async move { retention::run(&s).await })
     }
@@ -580,6 +597,11 @@ impl EventLog for NatsLog {
             duplicates: c.duplicates,
             transaction_seconds: self.shared.transaction_seconds.snapshot(),
             transaction_events: self.shared.transaction_events.snapshot(),
+            write_error: if self.shared.closed.load(Ordering::SeqCst) {
+                Some("the log is closed".into())
+            } else {
+                c.write_error.clone()
+            },
         }
     }
 

@@ -239,3 +239,53 @@ pub(super) async fn dead_letters(
     }
     Ok(out)
 }
+
+/// Every plugin's dead-letter count and the sequence of the message holding them (the fence
+/// of a write that changes them). A stream from before the counts has no such message: the
+/// letters are counted once, and the first write that changes a count stores them.
+pub(super) async fn dead_letter_counts(
+    s: &Shared,
+) -> Result<(std::collections::BTreeMap<String, u64>, u64), LogError> {
+    let last = read::last(&s.stream, &s.layout.dead_letter_counts()).await?;
+    let seq = seq_of(&last);
+    let mut counts = std::collections::BTreeMap::new();
+    match last {
+        Some(msg) => {
+            let text = std::str::from_utf8(&msg.payload)
+                .map_err(|_| LogError::Corrupt("dead-letter counts that are not UTF-8".into()))?;
+            for line in text.lines() {
+                let parsed = line
+                    .split_once(' ')
+                    .and_then(|(plugin, n)| Some((plugin.to_owned(), n.parse::<u64>().ok()?)));
+                let Some((plugin, n)) = parsed else {
+                    return Err(LogError::Corrupt(format!(
+                        "a dead-letter count line {line:?} is not `PLUGIN COUNT`"
+                    )));
+                };
+                counts.insert(plugin, n);
+            }
+        }
+        None => {
+            for letter in dead_letters(s, None, None, usize::MAX).await? {
+                *counts.entry(letter.record.plugin).or_default() += 1;
+            }
+        }
+    }
+    Ok((counts, seq))
+}
+
+/// The message body of [`dead_letter_counts`] after moving `plugin`'s count by `delta`.
+pub(super) fn encode_dead_letter_counts(
+    mut counts: std::collections::BTreeMap<String, u64>,
+    changes: &[(&str, i64)],
+) -> String {
+    for (plugin, delta) in changes {
+        let n = counts.entry((*plugin).to_owned()).or_default();
+        *n = n.saturating_add_signed(*delta);
+    }
+    counts
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(plugin, n)| format!("{plugin} {n}\n"))
+        .collect()
+}

@@ -9,7 +9,7 @@ use futures_util::future::try_join_all;
 use super::batch::{self, Batch, BatchError, Msg};
 use super::layout;
 use super::read::{self, header_u64, is_mark, seq_of};
-use super::records::{committed, dead_letter, entry, event_at};
+use super::records::{self, committed, dead_letter, entry, event_at};
 use super::{Shared, storage};
 use crate::event::{Position, StoredEvent};
 use crate::log::encoding::{
@@ -427,6 +427,7 @@ async fn commit_round(
         dead_letter,
         resolve_dead_letter,
         requires_state,
+        seek,
         lease,
         state_read,
     } = commit;
@@ -445,10 +446,11 @@ async fn commit_round(
     if let Some(id) = resolve_dead_letter {
         let subject = s.layout.dead_letter(id.0);
         let (live, seq) = entry(s, &subject).await?;
-        if live.is_none() {
+        let Some(live) = live else {
             return Err(LogError::DeadLetterGone(id));
-        }
-        resolve = Some((subject, seq));
+        };
+        let (_, record) = crate::log::encoding::decode_dead_letter(&live.payload)?;
+        resolve = Some((subject, seq, record.plugin));
     }
     let mut required = None;
     if let Some(StateKey { namespace, key }) = requires_state {
@@ -479,7 +481,7 @@ async fn commit_round(
         view.locate(s, &advance.topic, advance.partition).await?;
         let (end, _, _) = view.partition(s, &advance.topic, advance.partition).await?;
         let (current, seq) = committed(s, &group, &advance.topic, advance.partition).await?;
-        rules::check_offset_advance(&group, advance, current, end)?;
+        rules::check_offset_advance(&group, advance, current, end, seek)?;
         let subject = s.layout.offset(&group, &advance.topic, advance.partition);
         batch.fence(&subject, seq);
         offset_msg = Some(Msg::new(subject, advance.next.to_string()));
@@ -490,7 +492,7 @@ async fn commit_round(
     }
     rules::check_state_changes(&state)?;
     // The fences go on the first message of their subjects, so set them before any message.
-    if let Some((subject, seq)) = &resolve {
+    if let Some((subject, seq, _)) = &resolve {
         batch.fence(subject, *seq);
     }
     if let Some((subject, seq, _)) = &required {
@@ -514,6 +516,23 @@ async fn commit_round(
         };
         batch.fence(&subject, seq_of(&last));
         counter = Some((subject, next));
+    }
+    let mut count_changes: Vec<(&str, i64)> = Vec::new();
+    if let Some(record) = &dead_letter {
+        count_changes.push((&record.plugin, 1));
+    }
+    if let Some((_, _, plugin)) = &resolve {
+        count_changes.push((plugin, -1));
+    }
+    let mut counts_msg = None;
+    if !count_changes.is_empty() {
+        let subject = s.layout.dead_letter_counts();
+        let (counts, seq) = records::dead_letter_counts(s).await?;
+        batch.fence(&subject, seq);
+        counts_msg = Some(Msg::new(
+            subject,
+            records::encode_dead_letter_counts(counts, &count_changes),
+        ));
     }
     let emitted = plan_events(s, &mut view, &mut batch, emits, None, now_ms).await?;
 
@@ -569,8 +588,11 @@ async fn commit_round(
         ));
         parked = Some(DeadLetterId(next));
     }
-    if let Some((subject, _)) = resolve {
+    if let Some((subject, _, _)) = resolve {
         batch.push(tombstone(subject));
+    }
+    if let Some(msg) = counts_msg {
+        batch.push(msg);
     }
     Ok(publish(s, batch, &view).await?.map(|()| CommitOutcome {
         emitted,
@@ -604,13 +626,20 @@ pub(super) async fn set_offset(
 pub(super) async fn delete_dead_letter(s: &Shared, id: DeadLetterId) -> Result<bool, LogError> {
     for round in 0..MAX_ROUNDS {
         lost_round(round).await;
-        let Some((_, seq)) = dead_letter(s, id).await? else {
+        let Some((letter, seq)) = dead_letter(s, id).await? else {
             return Ok(false);
         };
         let subject = s.layout.dead_letter(id.0);
+        let counts_subject = s.layout.dead_letter_counts();
+        let (counts, counts_seq) = records::dead_letter_counts(s).await?;
         let mut batch = Batch::default();
         batch.fence(&subject, seq);
+        batch.fence(&counts_subject, counts_seq);
         batch.push(tombstone(subject));
+        batch.push(Msg::new(
+            counts_subject,
+            records::encode_dead_letter_counts(counts, &[(&letter.record.plugin, -1)]),
+        ));
         if publish(s, batch, &View::default()).await?.is_some() {
             return Ok(true);
         }

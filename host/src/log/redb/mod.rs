@@ -76,6 +76,8 @@ pub(super) struct Counters {
     pub(super) duplicates: AtomicU64,
     pub(super) transaction_seconds: Histogram,
     pub(super) transaction_events: Histogram,
+    /// The error of the latest write transaction, when it failed.
+    pub(super) write_error: Mutex<Option<String>>,
 }
 
 impl Default for Counters {
@@ -88,6 +90,7 @@ impl Default for Counters {
             duplicates: AtomicU64::new(0),
             transaction_seconds: Histogram::new(COMMIT_SECONDS),
             transaction_events: Histogram::new(BATCH_SIZES),
+            write_error: Mutex::new(None),
         }
     }
 }
@@ -195,12 +198,32 @@ fn init(db: &Database) -> Result<Committed, LogError> {
             });
         }
     }
+    let counted = {
+        let txn = db.begin_read()?;
+        match txn.open_table(DEAD_LETTER_COUNTS) {
+            Ok(_) => true,
+            Err(::redb::TableError::TableDoesNotExist(_)) => false,
+            Err(e) => return Err(e.into()),
+        }
+    };
     let txn = db.begin_write()?;
     {
         // Opening a table in a write transaction creates it.
         let mut tables = writer::Tables::open(&txn)?;
         if format.is_none() {
             tables.meta.insert(META_FORMAT, LAYOUT)?;
+        }
+        if !counted {
+            // A file from before the counts: count its letters once, in this transaction.
+            let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
+            for row in tables.dead_letters.iter()? {
+                let (_, record) = row?;
+                let (_, record) = super::encoding::decode_dead_letter(record.value())?;
+                *counts.entry(record.plugin).or_default() += 1;
+            }
+            for (plugin, n) in counts {
+                tables.dead_letter_counts.insert(plugin.as_str(), n)?;
+            }
         }
     }
     txn.commit()?;
@@ -379,6 +402,10 @@ impl EventLog for RedbLog {
         self.send(|answer| Request::DeleteDeadLetter { id, answer })
     }
 
+    fn dead_letter_counts(&self) -> Pending<std::collections::BTreeMap<String, u64>> {
+        Pending::ready(read::dead_letter_counts(&self.shared.db))
+    }
+
     fn enforce_retention(&self) -> Pending<RetentionReport> {
         self.send(|answer| Request::Retention { answer })
     }
@@ -393,6 +420,15 @@ impl EventLog for RedbLog {
             duplicates: c.duplicates.load(Ordering::Relaxed),
             transaction_seconds: c.transaction_seconds.snapshot(),
             transaction_events: c.transaction_events.snapshot(),
+            write_error: match &*self.writer.lock().unwrap_or_else(PoisonError::into_inner) {
+                None => Some("the log is closed".into()),
+                Some(w) if w.is_finished() => Some("the log's writer thread stopped".into()),
+                Some(_) => c
+                    .write_error
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone(),
+            },
         }
     }
 

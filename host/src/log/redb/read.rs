@@ -271,3 +271,15 @@ pub(super) fn dead_letters(
     }
     Ok(out)
 }
+
+pub(super) fn dead_letter_counts(
+    db: &Database,
+) -> Result<std::collections::BTreeMap<String, u64>, LogError> {
+    let txn = db.begin_read()?;
+    let mut out = std::collections::BTreeMap::new();
+    for row in txn.open_table(DEAD_LETTER_COUNTS)?.iter()? {
+        let (plugin, n) = row?;
+        out.insert(plugin.value().to_owned(), n.value());
+    }
+    Ok(out)
+}

@@ -60,6 +60,10 @@ pub(super) const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::ne
 /// (plugin, dead-letter id) → ()
 pub(super) const DEAD_LETTERS_BY_PLUGIN: TableDefinition<(&str, u64), ()> =
     TableDefinition::new("dead_letters_by_plugin");
+/// plugin → how many dead letters it has now (no zero rows); written in the transaction of
+/// every park and removal. A file from before this table gets it filled at open.
+pub(super) const DEAD_LETTER_COUNTS: TableDefinition<&str, u64> =
+    TableDefinition::new("dead_letter_counts");
 
 /// A topic's stored description.
 #[derive(Debug, Clone, PartialEq, Eq)]

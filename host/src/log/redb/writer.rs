@@ -253,6 +253,10 @@ impl Writer {
         match self.execute(&mut batch, now) {
             Ok((replies, effects)) => {
                 stats.transactions.fetch_add(1, Ordering::Relaxed);
+                *stats
+                    .write_error
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
                 stats
                     .transaction_seconds
                     .observe_duration(started.elapsed());
@@ -274,6 +278,10 @@ impl Writer {
             Err(e) => {
                 tracing::error!(error = %e, requests = batch.len(), "log write transaction failed");
                 stats.failed_transactions.fetch_add(1, Ordering::Relaxed);
+                *stats
+                    .write_error
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e.to_string());
                 stats
                     .requests
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -354,6 +362,7 @@ pub(super) struct Tables<'t> {
     pub(super) attempts: Table<'t, (&'static str, u32, u32, u64), &'static [u8]>,
     pub(super) dead_letters: Table<'t, u64, &'static [u8]>,
     pub(super) dead_letters_by_plugin: Table<'t, (&'static str, u64), ()>,
+    pub(super) dead_letter_counts: Table<'t, &'static str, u64>,
 }
 
 impl<'t> Tables<'t> {
@@ -372,7 +381,25 @@ impl<'t> Tables<'t> {
             attempts: txn.open_table(ATTEMPTS)?,
             dead_letters: txn.open_table(DEAD_LETTERS)?,
             dead_letters_by_plugin: txn.open_table(DEAD_LETTERS_BY_PLUGIN)?,
+            dead_letter_counts: txn.open_table(DEAD_LETTER_COUNTS)?,
         })
+    }
+}
+
+impl Tables<'_> {
+    /// Moves a plugin's dead-letter count by `delta`, dropping the row at zero.
+    pub(super) fn count_dead_letter(&mut self, plugin: &str, delta: i64) -> Result<(), Fatal> {
+        let now = self
+            .dead_letter_counts
+            .get(plugin)?
+            .map_or(0, |g| g.value());
+        let next = now.saturating_add_signed(delta);
+        if next == 0 {
+            self.dead_letter_counts.remove(plugin)?;
+        } else {
+            self.dead_letter_counts.insert(plugin, next)?;
+        }
+        Ok(())
     }
 }
 
@@ -803,6 +830,7 @@ impl<'t, 'c> Batch<'t, 'c> {
             dead_letter,
             resolve_dead_letter,
             requires_state,
+            seek,
             lease,
             state_read,
         } = commit;
@@ -857,23 +885,11 @@ impl<'t, 'c> Batch<'t, 'c> {
                     .offsets
                     .get((group.as_str(), meta.id, advance.partition))?
                     .map(|g| g.value());
-                let moved = advance.from.is_some_and(|from| current != Some(from));
-                let behind = current.is_some_and(|current| advance.next <= current);
-                if moved || behind {
-                    refuse!(LogError::OffsetConflict {
-                        group,
-                        topic: advance.topic.clone(),
-                        partition: advance.partition,
-                        current: current.unwrap_or(0),
-                        requested: advance.next,
-                    });
-                }
                 let end = self.part(meta.id, advance.partition).end;
-                if advance.next > end {
-                    refuse!(LogError::Invalid(format!(
-                        "offset {} is beyond the end ({end}) of {}/{}",
-                        advance.next, advance.topic, advance.partition
-                    )));
+                if let Err(e) =
+                    crate::log::rules::check_offset_advance(&group, advance, current, end, seek)
+                {
+                    refuse!(e);
                 }
                 Some((meta.id, advance.partition, advance.next))
             }
@@ -946,6 +962,7 @@ impl<'t, 'c> Batch<'t, 'c> {
                 self.t
                     .dead_letters_by_plugin
                     .insert((plugin.as_str(), id), ())?;
+                self.t.count_dead_letter(&plugin, 1)?;
                 Some(DeadLetterId(id))
             }
         };
@@ -989,6 +1006,7 @@ impl<'t, 'c> Batch<'t, 'c> {
             self.t
                 .dead_letters_by_plugin
                 .remove((plugin.as_str(), id.0))?;
+            self.t.count_dead_letter(&plugin, -1)?;
         }
         Ok(true)
     }
