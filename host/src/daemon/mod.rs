@@ -148,6 +148,7 @@ pub async fn run(
             source,
         })?;
 
+    runtime.set_daemon_address(addr);
     say!(
         "evhost {}: data {}, plugins {}",
         env!("CARGO_PKG_VERSION"),
@@ -165,7 +166,11 @@ pub async fn run(
         dispatcher: dispatcher.clone(),
         loader: loader.clone(),
         schemas,
-        metrics: Arc::new(Metrics::new()),
+        metrics: Arc::new({
+            let mut metrics = Metrics::new();
+            metrics.register_outbound(runtime.outbound_metrics());
+            metrics
+        }),
         config: config.api.clone(),
         shutdown: stop_rx.clone(),
     });
