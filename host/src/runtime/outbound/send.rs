@@ -214,6 +214,11 @@ impl Admitted {
                 Ok((response, io))
             }
             Ok(Err(e)) => {
+                // The guest's own timeouts are cut to the deadline, so one may
+                // fire a moment before `timeout_at` does: still the deadline.
+                if is_timeout(&e) && Instant::now() + DEADLINE_SLACK >= self.deadline {
+                    self.timed_out();
+                }
                 self.answered(None, latency, Some(&format!("{e}")));
                 Err(e)
             }
@@ -340,6 +345,19 @@ impl Admitted {
             ),
         }
     }
+}
+
+/// How close to the deadline a timeout error counts as the deadline's.
+const DEADLINE_SLACK: Duration = Duration::from_millis(20);
+
+fn is_timeout(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::ConnectionTimeout
+            | Error::ConnectionReadTimeout
+            | Error::HttpResponseTimeout
+            | Error::DnsTimeout
+    )
 }
 
 /// Records that `what` ran into its deadline; when that is the call's own,
