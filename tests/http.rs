@@ -338,3 +338,45 @@ fn a_gateway_outage_then_recovery_handles_the_event_once_with_one_charge() {
         "{plugins}"
     );
 }
+
+/// A `429` with `Retry-After: 1` delays the next attempt by at least a
+/// second, though the retry policy's own backoff is 10 ms (the SDK passes
+/// it through `evhost:plugin/retry`; the dispatcher honours it).
+#[test]
+fn a_429_retry_after_is_honoured_as_the_backoff() {
+    let gw = Gateway::start("127.0.0.1:0").unwrap();
+    gw.outage_with(1, 429, Some(1));
+    let dir = tempfile::tempdir().unwrap();
+    let sidecar = format!(
+        "[grants]\nemit = [\"payment.processed\", \"payment.failed\"]\nstate = true\nhttp = [\"{0}\"]\n\
+         [retry]\nmax-attempts = 3\ninitial-backoff = \"10ms\"\nmax-backoff = \"10s\"\njitter = 0.0\n\
+         [config]\ngateway = \"{0}\"\n",
+        gw.url()
+    );
+    let d = start(dir.path(), &[("payment", &sidecar)]);
+    d.publish(&json!({
+        "specversion": "1.0", "type": "payment.requested", "source": "test", "subject": "o-2",
+        "data": {"orderId": "o-2", "customerId": "bob", "amount": 5, "currency": "EUR"},
+    }));
+    assert!(
+        wait_for(Duration::from_secs(30), || !events_of(
+            &d,
+            "payment.processed"
+        )
+        .is_empty()),
+        "{}",
+        d.stderr().join("\n")
+    );
+    let charges: Vec<Instant> = gw
+        .seen()
+        .iter()
+        .filter(|r| r.path == "/charge")
+        .map(|r| r.at)
+        .collect();
+    assert_eq!(charges.len(), 2, "one 429, then the charge");
+    let gap = charges[1] - charges[0];
+    assert!(
+        gap >= Duration::from_millis(1000),
+        "the retry came {gap:?} after the 429"
+    );
+}

@@ -7,7 +7,8 @@
 //!   an amount over the limit). A key seen before gets its first answer again
 //!   (`idempotent-replayed: true`) and charges nothing. During an outage the
 //!   answer is `503` and nothing is recorded.
-//! - `POST /outage?requests=N`: the next N charge requests fail with `503`.
+//! - `POST /outage?requests=N`: the next N charge requests fail with `503`
+//!   (`&status=429&retry-after=S`: with that status and `Retry-After`).
 //! - `POST /slow?requests=N&ms=T`: the next N charges are made at once but
 //!   answered only after T ms (a client that gives up first charged anyway).
 //! - `GET /stats`: `{"requests", "unavailable", "replayed", "charges": {key:
@@ -36,6 +37,8 @@ pub struct Seen {
     pub path: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 impl Seen {
@@ -51,6 +54,9 @@ impl Seen {
 struct State {
     seen: Vec<Seen>,
     outage: u64,
+    /// The outage's answer: status and `Retry-After` seconds.
+    outage_status: u16,
+    outage_retry_after: Option<u64>,
     slow: u64,
     slow_for: Duration,
     unavailable: u64,
@@ -99,7 +105,16 @@ impl Gateway {
 
     /// The next `n` charge requests fail with `503`.
     pub fn outage(&self, n: u64) {
-        self.with(|s| s.outage = n);
+        self.outage_with(n, 503, None);
+    }
+
+    /// The next `n` charge requests fail with `status` (and `Retry-After`).
+    pub fn outage_with(&self, n: u64, status: u16, retry_after: Option<u64>) {
+        self.with(|s| {
+            s.outage = n;
+            s.outage_status = status;
+            s.outage_retry_after = retry_after;
+        });
     }
 
     /// The next `n` charges are made but answered only after `delay`.
@@ -169,6 +184,7 @@ fn serve(conn: TcpStream, state: &Mutex<State>) {
         200 => "OK",
         400 => "Bad Request",
         402 => "Payment Required",
+        429 => "Too Many Requests",
         404 => "Not Found",
         503 => "Service Unavailable",
         _ => "Status",
@@ -192,22 +208,15 @@ fn answer(s: &mut State, req: &Seen) -> Answer {
     match (req.method.as_str(), path) {
         ("GET", "/stats") => (200, vec![], stats(s)),
         ("POST", "/outage") => {
-            let n = req
-                .path
-                .split_once("requests=")
-                .and_then(|(_, n)| n.split('&').next()?.parse().ok())
-                .unwrap_or(1);
+            let n = param(req, "requests").unwrap_or(1);
             s.outage = n;
+            s.outage_status = param(req, "status").map_or(503, |c| c as u16);
+            s.outage_retry_after = param(req, "retry-after");
             (200, vec![], json!({"outage": n}))
         }
         ("POST", "/slow") => {
-            let param = |name: &str| -> Option<u64> {
-                req.path
-                    .split_once(&format!("{name}="))
-                    .and_then(|(_, n)| n.split('&').next()?.parse().ok())
-            };
-            s.slow = param("requests").unwrap_or(1);
-            s.slow_for = Duration::from_millis(param("ms").unwrap_or(1000));
+            s.slow = param(req, "requests").unwrap_or(1);
+            s.slow_for = Duration::from_millis(param(req, "ms").unwrap_or(1000));
             (200, vec![], json!({"slow": s.slow}))
         }
         ("POST", "/charge") => charge(s, req),
@@ -215,11 +224,30 @@ fn answer(s: &mut State, req: &Seen) -> Answer {
     }
 }
 
+/// The query parameter `name` of `req` as a number.
+fn param(req: &Seen, name: &str) -> Option<u64> {
+    let (_, query) = req.path.split_once('?')?;
+    query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))?
+        .parse()
+        .ok()
+}
+
 fn charge(s: &mut State, req: &Seen) -> Answer {
     if s.outage > 0 {
         s.outage -= 1;
         s.unavailable += 1;
-        return (503, vec![], json!({"error": "gateway unavailable"}));
+        let headers = match s.outage_retry_after {
+            Some(secs) => vec![("retry-after", secs.to_string())],
+            None => vec![],
+        };
+        let status = if s.outage_status == 0 {
+            503
+        } else {
+            s.outage_status
+        };
+        return (status, headers, json!({"error": "gateway unavailable"}));
     }
     let Some(key) = req.header("idempotency-key").map(str::to_owned) else {
         return (400, vec![], json!({"error": "Idempotency-Key is required"}));
@@ -305,5 +333,6 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Seen> {
         path,
         headers,
         body,
+        at: std::time::Instant::now(),
     })
 }

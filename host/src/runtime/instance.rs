@@ -139,9 +139,11 @@ pub struct CallError {
     pub version: String,
     pub digest_short: String,
     pub failure: Failure,
-    /// For a `Retry`: the least delay the guest asked for before the next
-    /// attempt (`evhost:plugin/retry`), within the policy's `max-backoff`.
-    pub retry_after: Option<Duration>,
+    /// For a `Retry`: the least delay, in milliseconds, the guest asked for
+    /// before the next attempt (`evhost:plugin/retry`); the dispatcher keeps
+    /// it within the policy's `max-backoff`. (Milliseconds in a `u32` keep
+    /// `CallError` small: it travels in every call's `Result`.)
+    pub retry_after_ms: Option<u32>,
 }
 
 impl CallError {
@@ -152,7 +154,7 @@ impl CallError {
             version: plugin.info.version.clone(),
             digest_short: plugin.digest.chars().take(12).collect(),
             failure,
-            retry_after: None,
+            retry_after_ms: None,
         }
     }
 }
@@ -227,7 +229,9 @@ impl Instance {
             .as_mut()
             .and_then(|live| live.store.data_mut().retry_after.take());
         result.map_err(|failure| CallError {
-            retry_after: retry_after.filter(|_| matches!(failure, Failure::Retry(_))),
+            retry_after_ms: retry_after
+                .filter(|_| matches!(failure, Failure::Retry(_)))
+                .map(|d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX)),
             ..CallError::new(&self.plugin, failure)
         })
     }
