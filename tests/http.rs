@@ -380,3 +380,55 @@ fn a_429_retry_after_is_honoured_as_the_backoff() {
         "the retry came {gap:?} after the 429"
     );
 }
+
+/// A refused connection reaches the guest as an error (the call goes on and
+/// commits), and so does a response larger than the call's byte cap.
+#[test]
+fn connect_errors_and_a_response_over_the_byte_cap_reach_the_guest_as_errors() {
+    let gw = Gateway::start("127.0.0.1:0").unwrap();
+    let closed = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    }; // dropped: nothing listens there now
+    let dir = tempfile::tempdir().unwrap();
+    let allow = [gw.url(), format!("http://{closed}")];
+    let sidecar = probe_sidecar(&allow, "5s", "[http]\nresponse-bytes = 16\n");
+    let d = start(dir.path(), &[("http-probe", &sidecar)]);
+
+    let results = probe(&d, json!({"url": format!("http://{closed}/")}));
+    assert_eq!(results[0]["refused"], false, "{results:?}");
+    assert!(
+        results[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("ConnectionRefused"),
+        "a connection error: {results:?}"
+    );
+
+    let (status, body) = d.publish(&event(
+        "probe.requested",
+        json!({"url": format!("{}/stats", gw.url())}),
+    ));
+    assert_eq!(status, 201);
+    let id = body["events"][0]["id"].clone();
+    let mut answer = None;
+    assert!(wait_for(Duration::from_secs(30), || {
+        answer = events_of(&d, "probe.answered")
+            .into_iter()
+            .find(|e| e["causationid"] == id);
+        answer.is_some()
+    }));
+    let answer = answer.unwrap();
+    let big = &answer["data"]["results"][0];
+    assert_eq!(big["refused"], true, "{big}");
+    assert!(
+        big["error"]
+            .as_str()
+            .unwrap()
+            .contains("exceeds limit: 16 bytes"),
+        "{big}"
+    );
+    assert!(metrics(&d).contains(
+        "evhost_plugin_http_refused_total{plugin=\"http-probe\",reason=\"response-bytes\"} 1"
+    ));
+}

@@ -143,7 +143,17 @@ fn stream_error(e: StreamError) -> HttpError {
         StreamError::Closed => HttpError::failed("the connection closed"),
         StreamError::LastOperationFailed(e) => match wasip2::http::types::http_error_code(&e) {
             Some(code) => error(code),
-            None => HttpError::failed(e.to_debug_string()),
+            None => {
+                // The host's text, without the backtrace it may carry.
+                let text = e.to_debug_string();
+                let first = text.lines().next().unwrap_or_default().to_owned();
+                // A body over the call's byte cap is the host's limit.
+                if first.contains("size exceeds limit") {
+                    HttpError::refused(first)
+                } else {
+                    HttpError::failed(first)
+                }
+            }
         },
     }
 }
