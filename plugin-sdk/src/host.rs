@@ -2,7 +2,9 @@
 //! the WIT imports inside a component (`wasm.rs`) or the in-memory
 //! [`TestHost`](crate::testing::TestHost) natively.
 
-use crate::{HttpError, HttpRequest, HttpResponse, Level, OutgoingEvent};
+#[cfg(not(target_family = "wasm"))]
+use crate::{HttpError, HttpRequest, HttpResponse};
+use crate::{Level, OutgoingEvent};
 
 /// One implementation per environment. Errors are the host's messages; the
 /// [`Context`](crate::Context) wraps them into [`SdkError`](crate::SdkError).
@@ -19,5 +21,9 @@ pub(crate) trait Host {
     /// Sorted by key.
     fn config_entries(&mut self) -> Vec<(String, String)>;
     /// Sends `request` (headers already complete) and reads the whole response.
+    /// Native only: in a component `Context::http` calls `wasm_http` directly,
+    /// so a plugin that never sends a request links no `wasi:http` code (a
+    /// trait method would be kept alive by the vtable).
+    #[cfg(not(target_family = "wasm"))]
     fn http(&mut self, request: &HttpRequest) -> Result<HttpResponse, HttpError>;
 }

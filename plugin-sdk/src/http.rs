@@ -418,6 +418,9 @@ impl<'h> Context<'h> {
         {
             request.headers.push((IDEMPOTENCY_KEY.to_owned(), key));
         }
+        #[cfg(target_family = "wasm")]
+        return crate::wasm_http::send(&request);
+        #[cfg(not(target_family = "wasm"))]
         self.host.http(&request)
     }
 }

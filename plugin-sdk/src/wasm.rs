@@ -4,10 +4,7 @@
 use crate::__bindings::evhost::plugin::{config, emit, log, retry, state, types};
 use crate::__private::HandlerFn;
 use crate::host::Host;
-use crate::{
-    Context, ErrorKind, Event, HandlerError, HttpError, HttpRequest, HttpResponse, Level,
-    OutgoingEvent, PluginInfo,
-};
+use crate::{Context, ErrorKind, Event, HandlerError, Level, OutgoingEvent, PluginInfo};
 
 /// Serves a [`Context`] with the host's imports. Buffering and the atomic
 /// commit happen on the host side.
@@ -65,10 +62,6 @@ impl Host for WasmHost {
 
     fn config_entries(&mut self) -> Vec<(String, String)> {
         config::entries()
-    }
-
-    fn http(&mut self, request: &HttpRequest) -> Result<HttpResponse, HttpError> {
-        crate::wasm_http::send(request)
     }
 }
 

@@ -50,6 +50,7 @@ type Respond = dyn Fn(&HttpRequest) -> Result<HttpResponse, HttpError> + Send + 
 
 /// The function that answers a test's HTTP requests.
 #[derive(Clone)]
+#[cfg_attr(target_family = "wasm", allow(dead_code))]
 struct Responder(std::sync::Arc<Respond>);
 
 impl fmt::Debug for Responder {
@@ -410,7 +411,10 @@ struct CallHost<'a> {
     logs: &'a mut Vec<LogLine>,
     writes: BTreeMap<String, Option<Vec<u8>>>,
     emits: Vec<Event>,
+    // Read by `Host::http`, which a component does not have.
+    #[cfg_attr(target_family = "wasm", allow(dead_code))]
     http: Option<&'a Responder>,
+    #[cfg_attr(target_family = "wasm", allow(dead_code))]
     http_sent: &'a mut Vec<HttpRequest>,
 }
 
@@ -507,6 +511,7 @@ impl Host for CallHost<'_> {
             .collect()
     }
 
+    #[cfg(not(target_family = "wasm"))]
     fn http(&mut self, request: &HttpRequest) -> Result<HttpResponse, HttpError> {
         let Some(respond) = self.http else {
             return Err(HttpError::refused(format!(
