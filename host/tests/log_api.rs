@@ -68,8 +68,10 @@ impl Backend for MemoryLog {
 
     fn env(_dir: &Path) {}
 
+    /// With leases, as a NATS log has them: the other contract tests hold with them on, and
+    /// the lease tests have an in-process reference beside NATS.
     fn open(_env: &(), _dir: &Path, config: LogConfig) -> Self {
-        MemoryLog::new(config).unwrap()
+        MemoryLog::with_leases(config).unwrap()
     }
 
     fn shutdown(&self) {
@@ -559,6 +561,7 @@ fn advance_to(group: &str, topic: &str, partition: u32, next: u64) -> ConsumerCo
             topic: topic.into(),
             partition,
             next,
+            from: None,
         }),
         ..ConsumerCommit::default()
     }
@@ -725,6 +728,7 @@ fn a_commit_with_one_invalid_part_is_refused_whole<L: Backend>() {
             topic: "orders".into(),
             partition: 0,
             next: 1,
+            from: None,
         }),
         emits: vec![
             NewEvent::to_topic("orders", event("emitted-ok")),
@@ -747,6 +751,8 @@ fn a_commit_with_one_invalid_part_is_refused_whole<L: Backend>() {
         dead_letter: Some(record),
         resolve_dead_letter: None,
         requires_state: None,
+        lease: None,
+        state_read: Vec::new(),
     };
     let refused = h.log.commit(commit).wait();
     assert!(matches!(refused, Err(LogError::UnknownTopic(t)) if t == "no-such-topic"));
@@ -813,6 +819,7 @@ fn a_consumer_commit_writes_all_its_parts_together<L: Backend>() {
             topic: "orders".into(),
             partition: 0,
             next: 1,
+            from: None,
         }),
         emits: vec![
             NewEvent::new(event_of("inv-1", "invoice.created", None)),
@@ -841,6 +848,8 @@ fn a_consumer_commit_writes_all_its_parts_together<L: Backend>() {
         )),
         resolve_dead_letter: None,
         requires_state: None,
+        lease: None,
+        state_read: Vec::new(),
     };
     let outcome = h.log.commit(commit).wait().unwrap();
 
@@ -1606,6 +1615,7 @@ fn a_commit_resolving_a_gone_dead_letter_is_refused_whole<L: Backend>() {
         topic: "orders".into(),
         partition: 0,
         next: 3,
+        from: None,
     });
     let refused = h.log.commit(late).wait();
     assert!(
@@ -1742,6 +1752,7 @@ fn a_commit_requiring_a_gone_state_entry_is_refused_whole<L: Backend>() {
             topic: "orders".into(),
             partition: 0,
             next: 1,
+            from: None,
         }),
         emits: vec![NewEvent::to_topic("out", event(&format!("out-{tag}")))],
         state: vec![
@@ -1842,6 +1853,7 @@ fn a_commit_requiring_a_gone_state_entry_is_refused_whole<L: Backend>() {
         topic: "orders".into(),
         partition: 0,
         next: 2,
+        from: None,
     });
     zombie.attempts[0].record = Some(attempt);
     let refused = h.log.commit(zombie).wait();
@@ -2359,6 +2371,348 @@ mod nats_shared {
     }
 }
 
+/// A commit fenced by the state its call read lands only while that state is as read: the
+/// guard against lost updates when daemons on different partitions share a plugin's state.
+fn a_commit_whose_read_state_moved_is_refused_whole<L: Backend>() {
+    let h = Harness::<L>::new();
+    h.publish("orders", vec![event("e0"), event("e1"), event("e2")]);
+    let put = |key: &str, value: &[u8]| StateChange {
+        namespace: "billing".into(),
+        key: key.into(),
+        value: Some(value.to_vec()),
+    };
+    let read = |key: &str, value: Option<&[u8]>| StateRead {
+        namespace: "billing".into(),
+        key: key.into(),
+        value: value.map(<[u8]>::to_vec),
+    };
+    h.log
+        .commit(ConsumerCommit {
+            state: vec![put("total", b"1")],
+            ..advance_to("billing", "orders", 0, 1)
+        })
+        .wait()
+        .unwrap();
+    // Two calls both read total = 1 and absent `seen`; the first to commit wins ...
+    let call = |next: u64, tag: &str| ConsumerCommit {
+        state: vec![put("total", b"2"), put("seen", tag.as_bytes())],
+        state_read: vec![read("total", Some(b"1")), read("seen", None)],
+        emits: vec![NewEvent::to_topic(
+            "effects",
+            event(&format!("effect-{tag}")),
+        )],
+        ..advance_to("billing", "orders", 0, next)
+    };
+    h.log.commit(call(2, "first")).wait().unwrap();
+    // ... the second, whose reads are stale now, writes nothing.
+    let stale = h.log.commit(call(3, "second")).wait();
+    assert!(
+        matches!(&stale, Err(LogError::StateMoved { key, .. }) if key == "total"),
+        "{stale:?}"
+    );
+    assert_eq!(stale.unwrap_err().class(), ErrorClass::Conflict);
+    // An entry read as absent that appeared meanwhile fences as well.
+    let absent = h
+        .log
+        .commit(ConsumerCommit {
+            state_read: vec![read("seen", None)],
+            ..advance_to("billing", "orders", 0, 3)
+        })
+        .wait();
+    assert!(
+        matches!(&absent, Err(LogError::StateMoved { key, .. }) if key == "seen"),
+        "{absent:?}"
+    );
+    let h = h.reopen();
+    assert_eq!(
+        h.log.state_get("billing", "total").wait().unwrap(),
+        Some(b"2".to_vec())
+    );
+    assert_eq!(
+        h.log.state_get("billing", "seen").wait().unwrap(),
+        Some(b"first".to_vec())
+    );
+    assert_eq!(h.ids("effects", 0), ["effect-first"]);
+    assert_eq!(
+        h.log
+            .committed_offset("billing", "orders", 0)
+            .wait()
+            .unwrap(),
+        Some(2)
+    );
+    // Redone on fresh state, it lands; reads that still hold cost nothing else.
+    h.log
+        .commit(ConsumerCommit {
+            state: vec![put("total", b"3")],
+            state_read: vec![read("total", Some(b"2")), read("seen", Some(b"first"))],
+            ..advance_to("billing", "orders", 0, 3)
+        })
+        .wait()
+        .unwrap();
+    assert_eq!(
+        h.log.state_get("billing", "total").wait().unwrap(),
+        Some(b"3".to_vec())
+    );
+    assert_eq!(
+        h.log.state_get("billing", "seen").wait().unwrap(),
+        Some(b"first".to_vec())
+    );
+}
+
+
+/// A consumer that read a stale committed offset (a lagging replica, a partition just taken
+/// over) and handled events already committed must not commit them again, even when its
+/// batch goes further than what is committed: the advance names the offset it read from.
+fn a_commit_from_a_stale_offset_is_refused_even_if_it_goes_further<L: Backend>() {
+    let h = Harness::<L>::new();
+    h.publish("orders", (0..6).map(|i| event(&format!("e{i}"))).collect());
+    let from = |from: Option<u64>, next: u64, tag: &str| ConsumerCommit {
+        emits: vec![NewEvent::to_topic("effects", event(&format!("effect-{tag}")))],
+        offset: Some(OffsetAdvance {
+            topic: "orders".into(),
+            partition: 0,
+            next,
+            from,
+        }),
+        group: "billing".into(),
+        ..ConsumerCommit::default()
+    };
+    // No offset yet: an advance that names one is refused.
+    let unregistered = h.log.commit(from(Some(0), 2, "unregistered")).wait();
+    assert!(
+        matches!(unregistered, Err(LogError::OffsetConflict { .. })),
+        "{unregistered:?}"
+    );
+    h.log.commit(from(None, 1, "a")).wait().unwrap();
+    h.log.commit(from(Some(1), 3, "b")).wait().unwrap();
+    // Read at 1, handled 1..5: 3 is committed meanwhile, so this is refused whole.
+    let stale = h.log.commit(from(Some(1), 5, "stale")).wait();
+    assert!(
+        matches!(stale, Err(LogError::OffsetConflict { current: 3, requested: 5, .. })),
+        "{stale:?}"
+    );
+    h.log.commit(from(Some(3), 5, "c")).wait().unwrap();
+    let h = h.reopen();
+    assert_eq!(h.ids("effects", 0), ["effect-a", "effect-b", "effect-c"]);
+    assert_eq!(
+        h.log.committed_offset("billing", "orders", 0).wait().unwrap(),
+        Some(5)
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// leases: logs several daemons share (memory with leases, NATS); redb has none
+
+fn lease_key(topic: &str, partition: u32) -> LeaseKey {
+    LeaseKey {
+        group: "billing".into(),
+        topic: topic.into(),
+        partition,
+    }
+}
+
+/// A commit of `tag`'s effects on orders/0 (offset to `next`, an emit, a state write), under
+/// `lease`.
+fn leased_commit(lease: &LeaseFence, next: u64, tag: &str) -> ConsumerCommit {
+    ConsumerCommit {
+        emits: vec![NewEvent::to_topic(
+            "effects",
+            event(&format!("effect-{tag}")),
+        )],
+        state: vec![StateChange {
+            namespace: "billing".into(),
+            key: "last".into(),
+            value: Some(tag.as_bytes().to_vec()),
+        }],
+        lease: Some(lease.clone()),
+        ..advance_to("billing", "orders", 0, next)
+    }
+}
+
+fn lease_state<L: Backend>(log: &L, key: &LeaseKey) -> Option<LeaseState> {
+    let leases = log.leases().unwrap();
+    leases
+        .leases()
+        .wait()
+        .unwrap()
+        .into_iter()
+        .find(|l| l.key == *key)
+}
+
+/// A redb log is one daemon's: it hands out no leases and refuses a commit fenced by one.
+fn a_log_one_daemon_owns_has_no_leases<L: Backend>() {
+    let h = Harness::<L>::new();
+    if h.log.leases().is_some() {
+        return;
+    }
+    h.publish("orders", vec![event("e0")]);
+    let fence = LeaseFence {
+        key: lease_key("orders", 0),
+        owner: "a".into(),
+        epoch: 1,
+    };
+    let refused = h.log.commit(leased_commit(&fence, 1, "a")).wait();
+    assert!(matches!(refused, Err(LogError::Invalid(_))), "{refused:?}");
+    assert_eq!(
+        h.log
+            .committed_offset("billing", "orders", 0)
+            .wait()
+            .unwrap(),
+        None
+    );
+}
+
+/// The lease protocol: one holder at a time, the holder's commits land, and once another
+/// daemon took the lease the old holder's commit, renewal and release are refused whole.
+fn a_lease_fences_the_commits_of_its_partition<L: Backend>() {
+    let h = Harness::<L>::new();
+    let Some(leases) = h.log.leases() else {
+        return;
+    };
+    h.publish("orders", vec![event("e0"), event("e1"), event("e2")]);
+    let key = lease_key("orders", 0);
+    assert_eq!(lease_state(&h.log, &key), None);
+
+    let a = leases.acquire(&key, "daemon-a", 0).wait().unwrap();
+    assert_eq!((a.owner.as_str(), a.epoch), ("daemon-a", 1));
+    // Another daemon that read "never written" before a took it loses.
+    let late = leases.acquire(&key, "daemon-b", 0).wait();
+    assert!(matches!(late, Err(LogError::LeaseLost(_))), "{late:?}");
+
+    // The holder commits; every write to the record moves its version.
+    let v1 = lease_state(&h.log, &key).unwrap().version;
+    h.log.commit(leased_commit(&a, 1, "a1")).wait().unwrap();
+    let v2 = lease_state(&h.log, &key).unwrap().version;
+    assert!(v2 > v1, "a fenced commit moves the lease's version");
+    leases.renew(&a).wait().unwrap();
+    let held = lease_state(&h.log, &key).unwrap();
+    assert!(held.version > v2, "a renewal moves the lease's version");
+    assert_eq!((held.owner.as_deref(), held.epoch), (Some("daemon-a"), 1));
+
+    // b takes the lease from the version it saw (a looked gone to it) ...
+    let b = leases
+        .acquire(&key, "daemon-b", held.version)
+        .wait()
+        .unwrap();
+    assert_eq!(b.epoch, 2);
+    // ... and a, waking up, can change nothing.
+    let zombie = h.log.commit(leased_commit(&a, 2, "a2")).wait();
+    assert!(matches!(zombie, Err(LogError::LeaseLost(_))), "{zombie:?}");
+    assert_eq!(zombie.unwrap_err().class(), ErrorClass::Conflict);
+    for lost in [leases.renew(&a).wait(), leases.release(&a).wait()] {
+        assert!(matches!(lost, Err(LogError::LeaseLost(_))), "{lost:?}");
+    }
+    let h = h.reopen();
+    assert_eq!(
+        h.log
+            .committed_offset("billing", "orders", 0)
+            .wait()
+            .unwrap(),
+        Some(1),
+        "the zombie's offset is not written"
+    );
+    assert_eq!(h.ids("effects", 0), ["effect-a1"], "nor its emit");
+    assert_eq!(
+        h.log.state_get("billing", "last").wait().unwrap(),
+        Some(b"a1".to_vec()),
+        "nor its state"
+    );
+    // The new holder's commit lands.
+    h.log.commit(leased_commit(&b, 2, "b2")).wait().unwrap();
+    assert_eq!(h.ids("effects", 0), ["effect-a1", "effect-b2"]);
+}
+
+/// A released lease is free at once; whoever takes it next gets a new epoch, and a commit
+/// prepared before the release is refused even if its daemon takes the lease back.
+fn a_released_lease_is_taken_at_the_next_epoch<L: Backend>() {
+    let h = Harness::<L>::new();
+    let Some(leases) = h.log.leases() else {
+        return;
+    };
+    h.publish("orders", vec![event("e0"), event("e1")]);
+    let key = lease_key("orders", 0);
+    let first = leases.acquire(&key, "daemon-a", 0).wait().unwrap();
+    leases.release(&first).wait().unwrap();
+    let released = lease_state(&h.log, &key).unwrap();
+    assert_eq!((released.owner, released.epoch), (None, 1));
+    let again = leases
+        .acquire(&key, "daemon-a", released.version)
+        .wait()
+        .unwrap();
+    assert_eq!(again.epoch, 2);
+    let stale = h.log.commit(leased_commit(&first, 1, "old")).wait();
+    assert!(matches!(stale, Err(LogError::LeaseLost(_))), "{stale:?}");
+    h.log
+        .commit(leased_commit(&again, 1, "new"))
+        .wait()
+        .unwrap();
+    assert_eq!(h.ids("effects", 0), ["effect-new"]);
+}
+
+/// Daemons racing for a free lease: exactly one gets it.
+fn racing_acquisitions_of_one_lease_have_one_winner<L: Backend>() {
+    const DAEMONS: usize = 8;
+    let h = Harness::<L>::new();
+    if h.log.leases().is_none() {
+        return;
+    }
+    let log = Arc::new(h.log);
+    let barrier = Arc::new(Barrier::new(DAEMONS));
+    let threads: Vec<_> = (0..DAEMONS)
+        .map(|i| {
+            let (log, barrier) = (log.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                let leases = log.leases().unwrap();
+                leases
+                    .acquire(&lease_key("orders", 0), &format!("daemon-{i}"), 0)
+                    .wait()
+            })
+        })
+        .collect();
+    let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let winners: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    let held = lease_state(&*log, &lease_key("orders", 0)).unwrap();
+    assert_eq!(held.owner.as_deref(), Some(winners[0].owner.as_str()));
+}
+
+/// Members announce the groups they serve; each heartbeat moves the version readers judge
+/// liveness by; a member that leaves is gone from the list.
+fn members_announce_their_groups_and_leave<L: Backend>() {
+    let h = Harness::<L>::new();
+    let Some(leases) = h.log.leases() else {
+        return;
+    };
+    leases
+        .heartbeat("daemon-a", vec!["billing".into(), "mailer".into()])
+        .wait()
+        .unwrap();
+    leases.heartbeat("daemon/b", vec![]).wait().unwrap();
+    let members = leases.members().wait().unwrap();
+    let a = members.iter().find(|m| m.id == "daemon-a").unwrap();
+    assert_eq!(a.groups, ["billing", "mailer"]);
+    assert!(members.iter().any(|m| m.id == "daemon/b"), "{members:?}");
+    let before = a.version;
+    leases
+        .heartbeat("daemon-a", vec!["billing".into()])
+        .wait()
+        .unwrap();
+    let members = leases.members().wait().unwrap();
+    let a = members.iter().find(|m| m.id == "daemon-a").unwrap();
+    assert!(a.version > before);
+    assert_eq!(a.groups, ["billing"]);
+    leases.leave("daemon-a").wait().unwrap();
+    let ids: Vec<_> = leases
+        .members()
+        .wait()
+        .unwrap()
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(ids, ["daemon/b"]);
+}
+
 // ---------------------------------------------------------------------------------------
 // every contract test, once per backend
 
@@ -2417,7 +2771,14 @@ contract_tests! {
         a_commit_resolving_a_gone_dead_letter_is_refused_whole,
         concurrent_replays_of_one_dead_letter_commit_once,
         a_commit_requiring_a_gone_state_entry_is_refused_whole,
-        errors_say_refused_conflict_or_failed;
+        errors_say_refused_conflict_or_failed,
+        a_log_one_daemon_owns_has_no_leases,
+        a_lease_fences_the_commits_of_its_partition,
+        a_released_lease_is_taken_at_the_next_epoch,
+        racing_acquisitions_of_one_lease_have_one_winner,
+        members_announce_their_groups_and_leave,
+        a_commit_whose_read_state_moved_is_refused_whole,
+        a_commit_from_a_stale_offset_is_refused_even_if_it_goes_further;
     async:
         an_async_waiter_wakes_when_an_event_is_appended,
 }

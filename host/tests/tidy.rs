@@ -416,6 +416,41 @@ fn the_dispatcher_writes_only_through_commit() {
     );
 }
 
+#[test]
+fn every_consumer_commit_carries_the_consumers_lease() {
+    // On a log daemons share, a commit without the lease fence would land even after
+    // another daemon took the partition (ARCHITECTURE.md, log/ invariants): every commit a
+    // consumer builds starts from `ctx.commit_for()`, which carries it.
+    let mut found = Vec::new();
+    for src in sources()
+        .iter()
+        .filter(|s| s.path.starts_with("dispatch/consumer/"))
+    {
+        let chars: Vec<char> = src.non_test.chars().collect();
+        for o in find_word(&src.non_test, "ConsumerCommit") {
+            let rest = &src.non_test[o + "ConsumerCommit".len()..];
+            let Some(brace) = rest.find(|c: char| !c.is_whitespace()) else {
+                continue;
+            };
+            if !rest[brace..].starts_with('{') {
+                continue;
+            }
+            // Char offsets equal byte offsets here: non_test is ASCII outside literals.
+            let open = o + "ConsumerCommit".len() + brace;
+            let close = matching_brace(&chars, open);
+            let body: String = chars[open..close].iter().collect();
+            if !body.contains("ctx.commit_for()") && !body.contains("self.lease") {
+                found.push(at(src, &src.non_test, o));
+            }
+        }
+    }
+    report(
+        "a consumer's ConsumerCommit starts from `..ctx.commit_for()`, so it carries the \
+         consumer's group and lease fence",
+        found,
+    );
+}
+
 /// The reader itself: what it must blank and what it must keep.
 mod reader {
     use super::*;

@@ -199,6 +199,34 @@ mod tests {
         assert_eq!(host.state_json::<u64>("n"), Some(6));
     }
 
+    /// The Python and JavaScript SDKs (plugin-sdk/python, plugin-sdk/js) run
+    /// the same scenario against the same bytes: a plugin ported between
+    /// languages keeps its records.
+    #[test]
+    fn the_state_key_layout_is_fixed() {
+        let mut host = TestHost::new();
+        for i in 0..5 {
+            host.deliver(count, TestEvent::new("x.y").id(format!("e{i}")))
+                .unwrap();
+        }
+        let layout: Vec<(&str, &[u8])> = host
+            .state_keys()
+            .into_iter()
+            .map(|k| (k, host.state_bytes(k).unwrap()))
+            .collect();
+        let expected: Vec<(&str, &[u8])> = vec![
+            ("__evhost/handled/id/e2", b"3"),
+            ("__evhost/handled/id/e3", b"4"),
+            ("__evhost/handled/id/e4", b"5"),
+            ("__evhost/handled/seq", b"5"),
+            ("__evhost/handled/slot/0", b"e2"),
+            ("__evhost/handled/slot/1", b"e3"),
+            ("__evhost/handled/slot/2", b"e4"),
+            ("n", b"5"),
+        ];
+        assert_eq!(layout, expected);
+    }
+
     #[test]
     fn a_failed_call_does_not_mark_the_event() {
         let mut host = TestHost::new();

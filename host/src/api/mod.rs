@@ -9,6 +9,7 @@
 //! - `topics`: topic listing, reads and the live tail (server-sent events).
 //! - `admin`: plugins, dead letters, schemas, `/metrics`, `/healthz`.
 //! - `dto`: the wire types of answers built from library structs.
+//! - `ui`: the web console's static files at `/ui`.
 
 mod admin;
 pub mod cloudevents;
@@ -16,6 +17,7 @@ pub mod dto;
 pub mod error;
 mod publish;
 mod topics;
+mod ui;
 
 use std::future::Future;
 use std::str::FromStr;
@@ -83,6 +85,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
             "/v1/schemas/{type}/{version}",
             put(admin::schema_put).get(admin::schema_get),
         )
+        .merge(ui::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
@@ -122,7 +125,7 @@ async fn auth_and_count(State(state): State<Arc<ApiState>>, req: Request, next: 
     let method = req.method().clone();
     if let Some(token) = &state.config.token {
         let mutating = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
-        let open = req.uri().path() == "/healthz";
+        let open = req.uri().path() == "/healthz" || ui::is_asset(req.uri().path());
         if !open && (mutating || state.config.protect_reads) {
             let given = req
                 .headers()

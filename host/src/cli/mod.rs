@@ -6,6 +6,7 @@
 //! - `table`: aligned text tables.
 //! - `scaffold`: `evhost new`.
 
+pub mod author;
 pub mod client;
 pub mod scaffold;
 pub mod table;

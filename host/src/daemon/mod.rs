@@ -179,6 +179,7 @@ pub async fn run(
         let _ = server_stop.wait_for(|stopping| *stopping).await;
     }));
     say!("listening on http://{addr}");
+    say!("console at http://{addr}/ui");
     if !addr.ip().is_loopback() {
         tracing::warn!(%addr, "the API listens beyond loopback");
     }

@@ -14,11 +14,13 @@
 //! - `overlay`: the state view of a call: committed state plus the batch's writes.
 //! - `consumer`: one partition's read–call–commit loop.
 //! - `supervisor`: one plugin's consumers across topics and partitions.
+//! - `coordinator`: which partitions this daemon works when daemons share the log.
 //! - `replay`: dead-letter replay through the current plugin version.
 
 mod backoff;
 mod breaker;
 mod consumer;
+mod coordinator;
 mod matcher;
 mod overlay;
 mod replay;
@@ -32,6 +34,8 @@ use tokio::sync::broadcast;
 
 pub use self::backoff::delay_for_attempt;
 pub use self::breaker::{BreakerConfig, BreakerState};
+use self::coordinator::Coordinator;
+pub use self::coordinator::LeaseSettings;
 pub use self::matcher::Matcher;
 use self::supervisor::Supervisor;
 use crate::event::Position;
@@ -52,6 +56,8 @@ pub struct DispatchConfig {
     /// accepted (the daemon plugs the schema registry in here); a refused emit
     /// makes the call a rejection, so nothing of it is committed.
     pub emit_check: Option<EmitCheck>,
+    /// Lease timing when several daemons share the log (NATS); unused otherwise.
+    pub leases: LeaseSettings,
 }
 
 /// See [`DispatchConfig::emit_check`]: `Err` carries why the event is refused.
@@ -94,6 +100,7 @@ impl Default for DispatchConfig {
             default_retry: RetryPolicy::default(),
             breaker: BreakerConfig::default(),
             emit_check: None,
+            leases: LeaseSettings::default(),
         }
     }
 }
@@ -198,6 +205,8 @@ pub struct PluginStatus {
     pub consumer_restarts: u64,
     /// Why the last one ended.
     pub consumer_error: Option<String>,
+    /// What the operator granted the running version.
+    pub grants: Grants,
 }
 
 /// Errors of dispatcher operations (not of plugin calls, which end up in
@@ -264,12 +273,16 @@ pub struct Dispatcher {
     events: broadcast::Sender<DispatchEvent>,
     /// Dead letters being replayed now: one replay of a letter at a time.
     replaying: replay::InFlight,
+    /// Decides which partitions this daemon works, when daemons share the log.
+    coordinator: Option<Arc<Coordinator>>,
 }
 
 impl Dispatcher {
     /// Must be called inside a tokio runtime: supervisors and consumers are tasks.
     pub fn new(log: Arc<dyn EventLog>, runtime: Arc<Runtime>, config: DispatchConfig) -> Arc<Self> {
+        let coordinator = Coordinator::start(log.clone(), config.leases.clone());
         Arc::new(Dispatcher {
+            coordinator,
             log,
             runtime,
             config,
@@ -301,6 +314,7 @@ impl Dispatcher {
                     self.config.clone(),
                     deployment,
                     self.events.clone(),
+                    self.coordinator.clone(),
                 );
                 sups.insert(name, sup);
             }
@@ -318,6 +332,9 @@ impl Dispatcher {
             Some(sup) => {
                 // A call still running after this ends at its own timeout, uncommitted.
                 sup.join(Duration::from_secs(10)).await;
+                if let Some(c) = &self.coordinator {
+                    c.forget(name);
+                }
                 true
             }
             None => false,
@@ -378,6 +395,11 @@ impl Dispatcher {
             // Their tasks are gone, but a call may still run on a blocking
             // thread until its timeout; stop it now so the process can exit.
             self.runtime.interrupt_all();
+        }
+        // Consumers are stopped: hand their partitions over at once instead of letting
+        // the other daemons wait out the leases.
+        if let Some(c) = &self.coordinator {
+            c.shutdown().await;
         }
     }
 

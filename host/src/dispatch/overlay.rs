@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::log::{EventLog, StateChange};
+use crate::log::{EventLog, StateChange, StateRead};
 use crate::runtime::StateStore;
 
 /// Keys listed per `list-keys` call at most.
@@ -14,14 +14,34 @@ const MAX_KEYS: usize = 10_000;
 pub struct Overlay {
     log: Arc<dyn EventLog>,
     pending: Mutex<BTreeMap<String, Option<Vec<u8>>>>,
+    /// Entries read from the log with the value first seen, when reads are fenced (daemons
+    /// sharing the log): the commit lands only if they are unchanged.
+    reads: Option<Mutex<BTreeMap<String, Option<Vec<u8>>>>>,
 }
 
 impl Overlay {
-    pub fn new(log: Arc<dyn EventLog>) -> Self {
+    /// `fence_reads`: record what calls read from the log for the commit to check.
+    pub fn new(log: Arc<dyn EventLog>, fence_reads: bool) -> Self {
         Overlay {
             log,
             pending: Mutex::new(BTreeMap::new()),
+            reads: fence_reads.then(|| Mutex::new(BTreeMap::new())),
         }
+    }
+
+    /// Takes what the calls since the last take read from the log, as a commit's fences.
+    pub fn take_reads(&self, namespace: &str) -> Vec<StateRead> {
+        let Some(reads) = &self.reads else {
+            return Vec::new();
+        };
+        std::mem::take(&mut *reads.lock().unwrap_or_else(PoisonError::into_inner))
+            .into_iter()
+            .map(|(key, value)| StateRead {
+                namespace: namespace.to_owned(),
+                key,
+                value,
+            })
+            .collect()
     }
 
     pub fn apply(&self, writes: BTreeMap<String, Option<Vec<u8>>>) {
@@ -43,12 +63,15 @@ impl Overlay {
             .collect()
     }
 
-    /// Forgets uncommitted writes (the batch will be redelivered).
+    /// Forgets uncommitted writes and what was read (the batch will be redelivered).
     pub fn discard(&self) {
         self.pending
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
+        if let Some(reads) = &self.reads {
+            reads.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        }
     }
 }
 
@@ -62,10 +85,19 @@ impl StateStore for Overlay {
         {
             return Ok(v.clone());
         }
-        self.log
+        let value = self
+            .log
             .state_get(plugin, key)
             .wait()
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        if let Some(reads) = &self.reads {
+            reads
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(key.to_owned())
+                .or_insert_with(|| value.clone());
+        }
+        Ok(value)
     }
 
     fn keys(&self, plugin: &str, prefix: &str) -> Result<Vec<String>, String> {

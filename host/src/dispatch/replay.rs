@@ -77,12 +77,12 @@ pub(super) async fn replay(
     let (deployment, shared) = d
         .plugin_parts(&plugin)
         .ok_or_else(|| DispatchError::PluginNotLoaded(plugin.clone()))?;
-    let overlay = Arc::new(Overlay::new(d.log.clone()));
+    let overlay = Arc::new(Overlay::new(d.log.clone(), d.coordinator.is_some()));
     let settings = InstanceSettings {
         limits: deployment.settings.limits.clone(),
         grants: deployment.settings.grants.clone(),
         config: deployment.settings.config.clone(),
-        state: overlay,
+        state: overlay.clone(),
     };
     let mut instance = d.runtime.instance(deployment.plugin.clone(), settings);
     // Same rule as consumers: no other batch of this plugin may be between
@@ -126,6 +126,7 @@ pub(super) async fn replay(
                         .map(|e| NewEvent::to_topic(e.topic, e.event))
                         .collect(),
                     state,
+                    state_read: overlay.take_reads(&plugin),
                     resolve_dead_letter: Some(id),
                     ..Default::default()
                 })

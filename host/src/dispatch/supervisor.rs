@@ -14,10 +14,11 @@ use tokio::time::Instant;
 
 use super::breaker::{Breaker, BreakerState};
 use super::consumer::{self, ConsumerCtx};
+use super::coordinator::{Coordinator, Part};
 use super::matcher::Matcher;
 use super::{Deployment, DispatchConfig, DispatchEvent, PartitionLag, PluginStatus, RunState};
 use crate::histogram::{CALL_SECONDS, Histogram};
-use crate::log::EventLog;
+use crate::log::{EventLog, LeaseFence};
 use crate::runtime::Runtime;
 
 /// What a plugin's consumers share.
@@ -107,6 +108,7 @@ impl Supervisor {
         config: DispatchConfig,
         deployment: Deployment,
         events: broadcast::Sender<DispatchEvent>,
+        coordinator: Option<Arc<Coordinator>>,
     ) -> Self {
         let name = deployment.name().to_owned();
         let feed = events.clone();
@@ -141,7 +143,16 @@ impl Supervisor {
             current_tx: Arc::new(current_tx),
             partitions: Arc::new(Mutex::new(Vec::new())),
         };
-        let task = tokio::spawn(run(log, runtime, config, handle.clone(), stop_rx));
+        let task = tokio::spawn(run(
+            Env {
+                log,
+                runtime,
+                config,
+                coordinator,
+            },
+            handle.clone(),
+            stop_rx,
+        ));
         Supervisor {
             handle,
             stop: stop_tx,
@@ -266,6 +277,7 @@ impl SupervisorHandle {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .clone(),
+            grants: d.settings.grants.clone(),
         }
     }
 }
@@ -277,6 +289,8 @@ const FIRST_RESTART_DELAY: Duration = Duration::from_millis(100);
 const MAX_RESTART_DELAY: Duration = Duration::from_secs(30);
 
 struct Running {
+    /// The lease it works under (shared logs).
+    lease: Option<LeaseFence>,
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<consumer::Ended>>,
     started: Instant,
@@ -305,6 +319,7 @@ impl Running {
         match task.await {
             Ok(consumer::Ended::Failed(why)) => why,
             Ok(consumer::Ended::Stopped) => "the consumer stopped without being asked to".into(),
+            Ok(consumer::Ended::LeaseLost) => "another daemon took the partition".into(),
             Err(e) if e.is_panic() => {
                 let payload = e.into_panic();
                 let text = payload
@@ -337,18 +352,40 @@ fn restart_delay(failures: u32) -> Duration {
         .min(MAX_RESTART_DELAY)
 }
 
-async fn run(
+/// What a supervisor works with.
+struct Env {
     log: Arc<dyn EventLog>,
     runtime: Arc<Runtime>,
     config: DispatchConfig,
-    handle: SupervisorHandle,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut consumers: BTreeMap<(String, u32), Running> = BTreeMap::new();
+    coordinator: Option<Arc<Coordinator>>,
+}
+
+/// Waits for the coordinator to change the held set; forever without one.
+async fn held_changed(changes: &mut Option<watch::Receiver<u64>>) {
+    match changes {
+        Some(rx) => {
+            if rx.changed().await.is_err() {
+                *changes = None;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn run(env: Env, handle: SupervisorHandle, mut stop: watch::Receiver<bool>) {
+    let Env {
+        log,
+        runtime,
+        config,
+        coordinator,
+    } = env;
+    let name = handle.shared.name.clone();
+    let mut consumers: BTreeMap<Part, Running> = BTreeMap::new();
     // Consumers that ended unexpectedly: when they may start again, and how
     // many times in a row they ended.
-    let mut restarts: BTreeMap<(String, u32), (Instant, u32)> = BTreeMap::new();
+    let mut restarts: BTreeMap<Part, (Instant, u32)> = BTreeMap::new();
     let mut current = handle.current.clone();
+    let mut changes = coordinator.as_ref().map(|c| c.changes());
     loop {
         let ended: Vec<_> = consumers
             .iter()
@@ -359,14 +396,21 @@ async fn run(
             let Some(r) = consumers.remove(&key) else {
                 continue;
             };
+            let lease = r.lease.clone();
             let failures = if r.started.elapsed() >= STABLE_RUN {
                 1
             } else {
                 r.failures + 1
             };
             let cause = r.cause().await;
+            if let (Some(c), Some(fence)) = (&coordinator, &lease)
+                && cause == "another daemon took the partition"
+            {
+                c.lost(fence);
+                continue;
+            }
             let delay = restart_delay(failures);
-            tracing::error!(plugin = %handle.shared.name, topic = %key.0, partition = key.1, "consumer ended unexpectedly ({cause}); restarting it in {delay:?} from the committed offset");
+            tracing::error!(plugin = %name, topic = %key.0, partition = key.1, "consumer ended unexpectedly ({cause}); restarting it in {delay:?} from the committed offset");
             handle
                 .shared
                 .consumer_restarts
@@ -388,19 +432,39 @@ async fn run(
                         wanted.push((t.name.clone(), p));
                     }
                 }
-                // Consumers whose topic no longer matches stop; new ones start.
+                // On a shared log, only the partitions this daemon holds a lease on.
+                let held: Option<BTreeMap<Part, LeaseFence>> = coordinator.as_ref().map(|c| {
+                    c.report(&name, &wanted, consumers.keys().cloned());
+                    c.held(&name)
+                });
+                let lease_of = |key: &Part| held.as_ref().and_then(|h| h.get(key).cloned());
+                let work: Vec<Part> = match &held {
+                    Some(h) => wanted
+                        .iter()
+                        .filter(|k| h.contains_key(*k))
+                        .cloned()
+                        .collect(),
+                    None => wanted.clone(),
+                };
+                // Consumers whose topic no longer matches, or whose lease is gone or
+                // changed, stop; new ones start.
                 let gone: Vec<_> = consumers
-                    .keys()
-                    .filter(|k| !wanted.contains(k))
-                    .cloned()
+                    .iter()
+                    .filter(|(k, r)| !work.contains(k) || r.lease != lease_of(k))
+                    .map(|(k, _)| k.clone())
                     .collect();
+                let stopped_some = !gone.is_empty();
                 for key in gone {
                     if let Some(r) = consumers.remove(&key) {
                         r.stop_and_join().await;
                     }
                 }
-                restarts.retain(|k, _| wanted.contains(k));
-                for key in &wanted {
+                if stopped_some && let Some(c) = &coordinator {
+                    // Their leases may be handed over now.
+                    c.report(&name, &wanted, consumers.keys().cloned());
+                }
+                restarts.retain(|k, _| work.contains(k));
+                for key in &work {
                     if consumers.contains_key(key) {
                         continue;
                     }
@@ -411,6 +475,7 @@ async fn run(
                     };
                     restarts.remove(key);
                     let (stop_tx, stop_rx) = watch::channel(false);
+                    let lease = lease_of(key);
                     let ctx = ConsumerCtx {
                         log: log.clone(),
                         runtime: runtime.clone(),
@@ -420,11 +485,15 @@ async fn run(
                         topic: key.0.clone(),
                         partition: key.1,
                         stop: stop_rx,
+                        lease: lease.clone(),
+                        committed: std::sync::atomic::AtomicU64::new(0),
+                        survived: Mutex::new(None),
                     };
                     let task = tokio::spawn(consumer::run(ctx));
                     consumers.insert(
                         key.clone(),
                         Running {
+                            lease,
                             stop: stop_tx,
                             task: Some(task),
                             started: Instant::now(),
@@ -432,12 +501,15 @@ async fn run(
                         },
                     );
                 }
+                if let Some(c) = &coordinator {
+                    c.report(&name, &wanted, consumers.keys().cloned());
+                }
                 *handle
                     .partitions
                     .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = wanted;
+                    .unwrap_or_else(PoisonError::into_inner) = work;
             }
-            Err(e) => tracing::warn!(plugin = %handle.shared.name, "cannot list topics: {e}"),
+            Err(e) => tracing::warn!(plugin = %name, "cannot list topics: {e}"),
         }
         let next_restart = restarts
             .values()
@@ -448,6 +520,7 @@ async fn run(
         tokio::select! {
             _ = tokio::time::sleep_until(wake) => {}
             _ = current.changed() => {}
+            _ = held_changed(&mut changes) => {}
             _ = stop.changed() => break,
         }
     }
@@ -456,5 +529,8 @@ async fn run(
     }
     for (_, r) in consumers {
         r.stop_and_join().await;
+    }
+    if let Some(c) = &coordinator {
+        c.report(&name, &[], std::iter::empty());
     }
 }

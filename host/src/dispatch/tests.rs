@@ -849,3 +849,154 @@ async fn a_missing_grant_trips_the_breaker_instead_of_draining_the_topic() {
     assert_eq!(h.committed("ungranted").await, Some(3));
     h.dispatcher.shutdown(Duration::from_secs(5)).await;
 }
+
+// ---- daemons sharing a log: each partition worked by one, effects once ----
+
+const SHARED_PARTITIONS: u32 = 16;
+/// Long beside the tick, so a handover quicker than it proves a release, not an expiry.
+const LEASE_PERIOD: Duration = Duration::from_secs(3);
+
+/// Two "daemons" (dispatchers) on one log that hands out leases, with fast lease timing.
+async fn two_daemons(calls: [&Calls; 2]) -> (Arc<dyn EventLog>, [Harness; 2]) {
+    let log: Arc<dyn EventLog> =
+        Arc::new(crate::log::MemoryLog::with_leases(LogConfig::default()).expect("log opens"));
+    log.create_topic(
+        "in",
+        TopicConfig {
+            partitions: SHARED_PARTITIONS,
+            ..TopicConfig::default()
+        },
+    )
+    .await
+    .expect("topic");
+    let config = DispatchConfig {
+        leases: LeaseSettings {
+            period: LEASE_PERIOD,
+            tick: Duration::from_millis(40),
+        },
+        ..Harness::config()
+    };
+    let daemons = calls.map(|calls| {
+        let h = Harness::new(log.clone(), config.clone());
+        h.deploy(native("echo", echo(calls.clone(), "out", 0)), settings(), 1);
+        h
+    });
+    (log, daemons)
+}
+
+/// Who holds each partition of `in` for `echo` (None: nobody).
+async fn holders(log: &Arc<dyn EventLog>) -> Vec<Option<String>> {
+    let leases = log
+        .leases()
+        .expect("a shared log")
+        .leases()
+        .await
+        .expect("leases");
+    (0..SHARED_PARTITIONS)
+        .map(|p| {
+            leases
+                .iter()
+                .find(|l| l.key.group == "echo" && l.key.topic == "in" && l.key.partition == p)
+                .and_then(|l| l.owner.clone())
+        })
+        .collect()
+}
+
+fn publish_inputs(n: usize) -> Vec<Event> {
+    (0..n)
+        .map(|i| event("t.in", &format!("s{i}"), "x"))
+        .collect()
+}
+
+/// Each input's effect exactly once: one `out` event caused by each input.
+async fn assert_each_effect_once(h: &Harness, inputs: &[Event]) {
+    let out = h.read("out").await;
+    let mut causes: Vec<_> = out
+        .iter()
+        .filter_map(|e| e.event.causationid.clone())
+        .collect();
+    causes.sort();
+    let mut expected: Vec<_> = inputs.iter().map(|e| e.id.clone()).collect();
+    expected.sort();
+    assert_eq!(causes, expected, "one effect per input, none missing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemons_sharing_a_log_split_its_partitions_and_commit_each_effect_once() {
+    let (calls_a, calls_b) = (Calls::default(), Calls::default());
+    let (log, [a, b]) = two_daemons([&calls_a, &calls_b]).await;
+    a.until(
+        "both daemons hold partitions, every partition held",
+        || async {
+            let held = holders(&log).await;
+            let owners: std::collections::BTreeSet<_> = held.iter().flatten().collect();
+            held.iter().all(Option::is_some) && owners.len() == 2
+        },
+    )
+    .await;
+    let inputs = publish_inputs(300);
+    a.publish(inputs.clone()).await;
+    a.until("every input handled", || async {
+        a.read("out").await.len() >= 300
+    })
+    .await;
+    assert_each_effect_once(&a, &inputs).await;
+    let (by_a, by_b) = (
+        calls_a.0.lock().unwrap().len(),
+        calls_b.0.lock().unwrap().len(),
+    );
+    assert!(
+        by_a > 0 && by_b > 0,
+        "both daemons worked: {by_a} and {by_b}"
+    );
+    // Each daemon reports only the partitions it works, and together they cover all.
+    let mut worked: Vec<u32> = Vec::new();
+    for h in [&a, &b] {
+        worked.extend(
+            h.status("echo")
+                .await
+                .partitions
+                .iter()
+                .map(|p| p.partition),
+        );
+    }
+    worked.sort();
+    assert_eq!(worked, (0..SHARED_PARTITIONS).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_that_stops_hands_its_partitions_over_and_nothing_is_lost_or_doubled() {
+    let (calls_a, calls_b) = (Calls::default(), Calls::default());
+    let (log, [a, b]) = two_daemons([&calls_a, &calls_b]).await;
+    a.until("both daemons hold partitions", || async {
+        let held = holders(&log).await;
+        let owners: std::collections::BTreeSet<_> = held.iter().flatten().collect();
+        held.iter().all(Option::is_some) && owners.len() == 2
+    })
+    .await;
+    let first = publish_inputs(100);
+    a.publish(first.clone()).await;
+    // a stops while work is in flight: what it did not commit, b does.
+    a.dispatcher.shutdown(Duration::from_secs(5)).await;
+    let released_at = tokio::time::Instant::now();
+    b.until("b holds every partition", || async {
+        let held = holders(&log).await;
+        let owners: std::collections::BTreeSet<_> = held.iter().flatten().collect();
+        held.iter().all(Option::is_some) && owners.len() == 1
+    })
+    .await;
+    // Released leases are taken at b's next decision, not after a lease period.
+    assert!(
+        released_at.elapsed() < LEASE_PERIOD,
+        "handed over in {:?}",
+        released_at.elapsed()
+    );
+    let second = publish_inputs(100);
+    b.publish(second.clone()).await;
+    let all: Vec<Event> = first.into_iter().chain(second).collect();
+    b.until("every input handled", || async {
+        b.read("out").await.len() >= 200
+    })
+    .await;
+    assert_each_effect_once(&b, &all).await;
+}

@@ -86,6 +86,24 @@ pub struct ConsumerCommit {
     /// [`LogError::StateEntryGone`](super::LogError::StateEntryGone). Whether the entry stays
     /// is up to `state`.
     pub requires_state: Option<StateKey>,
+    /// The lease under which the commit's partition is worked, on a log several daemons
+    /// share: the commit lands only while the lease is still held under it, else it is
+    /// refused whole with [`LogError::LeaseLost`](super::LogError::LeaseLost).
+    pub lease: Option<super::LeaseFence>,
+    /// State entries the call read, with the values it saw (`None`: absent): the commit
+    /// lands only if each still has that value, else it is refused whole with
+    /// [`LogError::StateMoved`](super::LogError::StateMoved) and the call is redone on fresh
+    /// state. Daemons sharing a log fence their calls' reads so; one daemon alone
+    /// serialises its consumers' state access instead and leaves this empty.
+    pub state_read: Vec<StateRead>,
+}
+
+/// A state entry a call read, and what it saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateRead {
+    pub namespace: String,
+    pub key: String,
+    pub value: Option<Vec<u8>>,
 }
 
 /// A key in a namespace of the state table.
@@ -98,12 +116,18 @@ pub struct StateKey {
 /// Move a group's committed offset on one partition to `next` (the offset after the event
 /// handled). The log refuses a `next` that does not advance the committed offset — a second
 /// commit for the same event is how a duplicated delivery shows, and refusing it keeps the
-/// call's effects from landing twice — and a `next` beyond the partition's end.
+/// call's effects from landing twice — a `next` beyond the partition's end, and, when `from`
+/// is set, any committed offset other than `from`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OffsetAdvance {
     pub topic: String,
     pub partition: u32,
     pub next: u64,
+    /// The committed offset the commit's calls were read from: the commit lands only if
+    /// that is still the committed offset. Without it, a consumer that read a stale offset
+    /// (a replica lagging behind, a partition just taken over) and handled events already
+    /// committed would commit their effects again as long as its `next` went further.
+    pub from: Option<u64>,
 }
 
 /// A write to a plugin's key-value store: `Some` puts, `None` deletes.

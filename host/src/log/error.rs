@@ -46,7 +46,7 @@ pub enum LogError {
     /// (someone else committed that event first); nothing of the commit was written.
     #[error(
         "group `{group}` has committed offset {current} on {topic}/{partition}; \
-         a commit to {requested} would not advance it"
+         a commit to {requested} does not follow it"
     )]
     OffsetConflict {
         group: String,
@@ -63,6 +63,14 @@ pub enum LogError {
     /// was finished by another commit; nothing of this one was written.
     #[error("state entry `{namespace}/{key}` this commit depends on is gone")]
     StateEntryGone { namespace: String, key: String },
+    /// A state entry the commit's call read has another value now (another daemon's commit
+    /// changed it): nothing was written; the call must be redone on fresh state.
+    #[error("state entry `{namespace}/{key}` changed after the call read it")]
+    StateMoved { namespace: String, key: String },
+    /// A commit or lease operation fenced by a lease found it held by another daemon or at
+    /// another epoch (the partition moved); nothing was written.
+    #[error("the lease of {0} is held by another daemon now")]
+    LeaseLost(String),
     /// Stored bytes that do not decode: a bug or a damaged file.
     #[error("stored data does not decode: {0}")]
     Corrupt(String),
@@ -93,6 +101,17 @@ pub enum ErrorClass {
 }
 
 impl LogError {
+    /// Another daemon holds the lease the request was fenced by: the caller no longer works
+    /// that partition.
+    pub fn lease_lost(&self) -> bool {
+        matches!(self, LogError::LeaseLost(_))
+    }
+
+    /// The call behind the commit read state that moved: redo it, do not drop it.
+    pub fn state_moved(&self) -> bool {
+        matches!(self, LogError::StateMoved { .. })
+    }
+
     /// Whether the request was refused, conflicted, or failed.
     pub fn class(&self) -> ErrorClass {
         match self {
@@ -105,7 +124,9 @@ impl LogError {
             | LogError::VersionConflict { .. }
             | LogError::OffsetConflict { .. }
             | LogError::DeadLetterGone(_)
-            | LogError::StateEntryGone { .. } => ErrorClass::Conflict,
+            | LogError::StateEntryGone { .. }
+            | LogError::LeaseLost(_)
+            | LogError::StateMoved { .. } => ErrorClass::Conflict,
             LogError::Corrupt(_)
             | LogError::UnsupportedFormat { .. }
             | LogError::Storage(_)

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use super::encoding::millis_since_epoch;
+use super::lease::{self, LeaseFence, LeaseKey, LeaseState, Leases, MemberState};
 use super::periodic::Periodic;
 use super::rules::{self, Planned};
 use super::watch::{EndSignal, EndWatch};
@@ -37,6 +38,8 @@ use crate::histogram::{BATCH_SIZES, COMMIT_SECONDS, Histogram};
 pub struct MemoryLog {
     shared: Arc<Shared>,
     retention: Mutex<Option<Periodic>>,
+    /// Answers [`EventLog::leases`]: several dispatchers in one process sharing the log.
+    shared_by_daemons: bool,
 }
 
 struct Shared {
@@ -70,6 +73,37 @@ struct Store {
     /// Watched partitions; advanced after every write that moved their end.
     signals: HashMap<(String, u32), Arc<EndSignal>>,
     counters: Counters,
+    /// Members and leases, used only by a log made [`MemoryLog::with_leases`].
+    leases: LeaseTable,
+}
+
+/// [`Leases`] in memory: every write takes the next `version`.
+#[derive(Default)]
+struct LeaseTable {
+    version: u64,
+    leases: BTreeMap<LeaseKey, (Option<String>, u64, u64)>,
+    members: BTreeMap<String, (Vec<String>, u64)>,
+}
+
+impl LeaseTable {
+    fn next_version(&mut self) -> u64 {
+        self.version += 1;
+        self.version
+    }
+
+    /// Checks `fence` against the table and bumps the lease's version (what a fenced write
+    /// does on every backend).
+    fn touch(&mut self, fence: &LeaseFence) -> Result<(), LogError> {
+        let current = self.leases.get(&fence.key).map(|(o, e, _)| (o, *e));
+        if !lease::holds(fence, current) {
+            return Err(lease::lost(fence));
+        }
+        let version = self.next_version();
+        if let Some(entry) = self.leases.get_mut(&fence.key) {
+            entry.2 = version;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Default)]
@@ -179,7 +213,16 @@ impl MemoryLog {
         Ok(Self {
             shared,
             retention: Mutex::new(Some(retention)),
+            shared_by_daemons: false,
         })
+    }
+
+    /// A log that, like a NATS one, several dispatchers may share: it keeps members and
+    /// partition leases ([`EventLog::leases`]) and fences commits by them.
+    pub fn with_leases(config: LogConfig) -> Result<Self, LogError> {
+        let mut log = Self::new(config)?;
+        log.shared_by_daemons = true;
+        Ok(log)
     }
 
     /// Stops: watchers wake with [`LogError::Closed`], later writes answer it. Reads keep
@@ -436,9 +479,22 @@ impl Txn<'_> {
             dead_letter,
             resolve_dead_letter,
             requires_state,
+            lease,
+            state_read,
         } = commit;
         if group.is_empty() {
             return Err(LogError::Invalid("a consumer commit needs a group".into()));
+        }
+        if let Some(fence) = &lease {
+            let current = self
+                .store
+                .leases
+                .leases
+                .get(&fence.key)
+                .map(|(o, e, _)| (o, *e));
+            if !lease::holds(fence, current) {
+                return Err(lease::lost(fence));
+            }
         }
         // Decide everything first, in the order redb does (the first failing check names
         // the error): the fences ...
@@ -451,6 +507,19 @@ impl Txn<'_> {
             && !self.store.state_exists(&namespace, &key)
         {
             return Err(LogError::StateEntryGone { namespace, key });
+        }
+        for read in state_read {
+            let now = self
+                .store
+                .state
+                .get(&read.namespace)
+                .and_then(|entries| entries.get(&read.key));
+            if now != read.value.as_ref() {
+                return Err(LogError::StateMoved {
+                    namespace: read.namespace,
+                    key: read.key,
+                });
+            }
         }
         // ... the offset, the attempts' positions, the state keys, the emits ...
         let offset_key = match offset {
@@ -474,6 +543,9 @@ impl Txn<'_> {
         let planned = self.plan(emits, None)?;
 
         // ... then write; nothing can refuse the commit any more.
+        if let Some(fence) = &lease {
+            self.store.leases.touch(fence)?;
+        }
         if let Some((key, next)) = offset_key {
             self.store.offsets.insert(key, next);
         }
@@ -809,6 +881,10 @@ impl EventLog for MemoryLog {
             transaction_events: self.shared.transaction_events.snapshot(),
         }
     }
+
+    fn leases(&self) -> Option<&dyn Leases> {
+        self.shared_by_daemons.then_some(self as &dyn Leases)
+    }
 }
 
 fn state_get(store: &Store, namespace: &str, key: &str) -> Option<Vec<u8>> {
@@ -857,6 +933,93 @@ fn spawn_retention(shared: Weak<Shared>, interval: Duration) -> std::io::Result<
         }
         ControlFlow::Continue(())
     })
+}
+
+impl Leases for MemoryLog {
+    fn heartbeat(&self, id: &str, groups: Vec<String>) -> Pending<()> {
+        self.write(|txn| {
+            let table = &mut txn.store.leases;
+            let version = table.next_version();
+            table.members.insert(id.to_owned(), (groups, version));
+            Ok(())
+        })
+    }
+
+    fn leave(&self, id: &str) -> Pending<()> {
+        self.write(|txn| {
+            txn.store.leases.members.remove(id);
+            Ok(())
+        })
+    }
+
+    fn members(&self) -> Pending<Vec<MemberState>> {
+        self.read(|store| {
+            Ok(store
+                .leases
+                .members
+                .iter()
+                .map(|(id, (groups, version))| MemberState {
+                    id: id.clone(),
+                    groups: groups.clone(),
+                    version: *version,
+                })
+                .collect())
+        })
+    }
+
+    fn leases(&self) -> Pending<Vec<LeaseState>> {
+        self.read(|store| {
+            Ok(store
+                .leases
+                .leases
+                .iter()
+                .map(|(key, (owner, epoch, version))| LeaseState {
+                    key: key.clone(),
+                    owner: owner.clone(),
+                    epoch: *epoch,
+                    version: *version,
+                })
+                .collect())
+        })
+    }
+
+    fn acquire(&self, key: &LeaseKey, owner: &str, seen: u64) -> Pending<LeaseFence> {
+        self.write(|txn| {
+            let table = &mut txn.store.leases;
+            let (version, epoch) = table
+                .leases
+                .get(key)
+                .map_or((0, 0), |(_, epoch, version)| (*version, *epoch));
+            if version != seen {
+                return Err(LogError::LeaseLost(key.to_string()));
+            }
+            let fence = LeaseFence {
+                key: key.clone(),
+                owner: owner.to_owned(),
+                epoch: epoch + 1,
+            };
+            let version = table.next_version();
+            table
+                .leases
+                .insert(key.clone(), (Some(owner.to_owned()), fence.epoch, version));
+            Ok(fence)
+        })
+    }
+
+    fn renew(&self, fence: &LeaseFence) -> Pending<()> {
+        self.write(|txn| txn.store.leases.touch(fence))
+    }
+
+    fn release(&self, fence: &LeaseFence) -> Pending<()> {
+        self.write(|txn| {
+            let table = &mut txn.store.leases;
+            table.touch(fence)?;
+            if let Some(entry) = table.leases.get_mut(&fence.key) {
+                entry.0 = None;
+            }
+            Ok(())
+        })
+    }
 }
 
 #[cfg(test)]

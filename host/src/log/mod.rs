@@ -8,6 +8,7 @@
 //! `log/`, for the guarantee each operation carries and how each backend keeps it).
 //!
 //! # Layout
+//! - `lease`: members and partition leases, for logs several daemons share.
 //! - `commit`: the write-side records (`NewEvent`, `ConsumerCommit`, dead letters, ...).
 //! - `topic`: topic configuration and the partition hash.
 //! - `pending`: [`Pending`], the answer every operation returns (await it or wait on it).
@@ -22,6 +23,7 @@ mod commit;
 mod config;
 mod encoding;
 mod error;
+mod lease;
 mod memory;
 pub mod nats;
 mod pending;
@@ -36,10 +38,11 @@ mod watch;
 pub use self::commit::{
     Appended, AttemptRecord, AttemptUpdate, CommitOutcome, ConsumerCommit, DeadLetter,
     DeadLetterId, DeadLetterRecord, ExpectedVersion, Failure, FailureKind, NewEvent, OffsetAdvance,
-    RetentionReport, StateChange, StateKey,
+    RetentionReport, StateChange, StateKey, StateRead,
 };
 pub use self::config::{Clock, LogConfig, LogStats};
 pub use self::error::{ErrorClass, LogError, StorageFailure};
+pub use self::lease::{LeaseFence, LeaseKey, LeaseState, Leases, MemberState};
 pub use self::memory::MemoryLog;
 pub use self::nats::{NatsConfig, NatsLog};
 pub use self::pending::Pending;
@@ -152,4 +155,10 @@ pub trait EventLog: Send + Sync {
     fn enforce_retention(&self) -> Pending<RetentionReport>;
 
     fn stats(&self) -> LogStats;
+
+    /// Members and partition leases, when several daemons may open this log at once; `None`
+    /// for a log only one daemon can open (then it works every partition itself).
+    fn leases(&self) -> Option<&dyn Leases> {
+        None
+    }
 }

@@ -137,14 +137,14 @@ pub(crate) fn check_offset_advance(
     current: Option<u64>,
     end: u64,
 ) -> Result<(), LogError> {
-    if let Some(current) = current
-        && advance.next <= current
-    {
+    let moved = advance.from.is_some_and(|from| current != Some(from));
+    let behind = current.is_some_and(|current| advance.next <= current);
+    if moved || behind {
         return Err(LogError::OffsetConflict {
             group: group.to_owned(),
             topic: advance.topic.clone(),
             partition: advance.partition,
-            current,
+            current: current.unwrap_or(0),
             requested: advance.next,
         });
     }

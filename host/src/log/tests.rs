@@ -25,6 +25,7 @@ fn a_storage_failure_is_classed_failed_and_trying_again_can_succeed() {
             topic: "orders".into(),
             partition: 0,
             next: 1,
+            from: None,
         }),
         ..ConsumerCommit::default()
     };

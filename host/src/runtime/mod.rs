@@ -211,6 +211,11 @@ impl Grants {
         &self.source
     }
 
+    /// The event-type patterns `emit` is granted for (empty: no emit).
+    pub fn emit_patterns(&self) -> &[String] {
+        &self.emit_patterns
+    }
+
     /// Whether an event of type `ty` may be emitted.
     pub fn may_emit(&self, ty: &str) -> bool {
         self.emit.as_ref().is_some_and(|set| set.is_match(ty))
@@ -422,12 +427,16 @@ impl Runtime {
 /// `wasm32-wasip2` component built with wit-bindgen — every plugin in
 /// `plugins/`, from `faulty` to `order-saga`, counted with wasmtime's pool
 /// metrics — has 3 core instances (the guest module and wit-component's two
-/// shims), 1 linear memory and 2 tables. The limits leave room for a larger
-/// component, e.g. two composed ones (6, 2, 4). A component beyond them is
-/// refused at load, so no plugin takes more than its share of the pool.
+/// shims), 1 linear memory and 2 tables. A Python plugin (componentize-py
+/// 0.25.1: CPython and its libraries as dynamically linked modules) has 14
+/// core instances, 1 memory and 2 tables; a JavaScript one (jco's QuickJS
+/// backend) 9, 2 and 2 — hence 20 core instances, which cost only instance
+/// metadata. The limits also leave room for two composed Rust components
+/// (6, 2, 4). A component beyond them is refused at load, so no plugin takes
+/// more than its share of the pool.
 /// Memories are the costly part: each pooled memory reserves ~4 GiB of
 /// address space (see `pooling`).
-const CORE_INSTANCES_PER_COMPONENT: u32 = 8;
+const CORE_INSTANCES_PER_COMPONENT: u32 = 20;
 const MEMORIES_PER_COMPONENT: u32 = 2;
 const TABLES_PER_COMPONENT: u32 = 4;
 

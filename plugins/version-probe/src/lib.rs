@@ -7,6 +7,9 @@
 //! apart in the log, which is what the hot-reload tests and the reload benchmark
 //! watch. It needs the grants `state` and `emit = ["probe.*"]`.
 //!
+//! An event whose data has `"sleep_ms": N` is held for N ms before it is handled (a
+//! long call, for the tests of daemons taking partitions over while a call runs).
+//!
 //! Deliberately *not* idempotent (no [`Context::once`]): if the host ever
 //! committed one event's effects twice, `count/total` and the `probe.handled`
 //! events would show it instead of hiding it.
@@ -35,6 +38,14 @@ pub struct Handled {
 }
 
 fn handle(event: &Event, cx: &mut Context) -> Result<(), HandlerError> {
+    let sleep_ms = event
+        .data
+        .as_deref()
+        .and_then(|data| serde_json::from_slice::<serde_json::Value>(data).ok())
+        .and_then(|data| data.get("sleep_ms").and_then(serde_json::Value::as_u64));
+    if let Some(ms) = sleep_ms {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
     let label = cx.config_or("label", "unlabelled");
     let total = cx.state_get::<u64>(TOTAL_KEY)?.unwrap_or(0) + 1;
     cx.state_set(TOTAL_KEY, &total)?;

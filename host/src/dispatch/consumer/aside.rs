@@ -15,7 +15,7 @@ use super::super::breaker::Ticket;
 use super::delivery::{
     self, Called, Delivery, HOST_NAMESPACE, Place, Verdict, aside_key, aside_prefix,
 };
-use super::{ConsumerCtx, Stop, Worker, admit, advance, commit_for, retry_policy};
+use super::{ConsumerCtx, Stop, Worker, admit, advance, retry_policy};
 use crate::event::Position;
 use crate::log::{AttemptUpdate, ConsumerCommit, ErrorClass, StateChange};
 use crate::runtime::CallError;
@@ -85,8 +85,7 @@ pub(super) async fn after_failure(
                 Place::Aside => (None, Some(key.clone())),
             };
             let result = ctx
-                .log
-                .commit(ConsumerCommit {
+                .commit_log(ConsumerCommit {
                     offset: advance,
                     attempts: vec![AttemptUpdate {
                         position: d.event.position.clone(),
@@ -98,7 +97,7 @@ pub(super) async fn after_failure(
                         value: Some(Vec::new()),
                     }],
                     requires_state,
-                    ..commit_for(ctx.group())
+                    ..ctx.commit_for()
                 })
                 .await;
             match result {
@@ -108,7 +107,7 @@ pub(super) async fn after_failure(
                         .insert(offset, (Instant::now() + delay, d.number + 1));
                     Ok(())
                 }
-                Err(e) if e.class() == ErrorClass::Conflict => {
+                Err(e) if e.class() == ErrorClass::Conflict && !e.lease_lost() => {
                     // Another commit finished it (or moved the offset past it).
                     aside.due.remove(&offset);
                     Err(Stop::Conflict(e))
@@ -155,7 +154,7 @@ pub(super) async fn retry_due(
                     value: None,
                 }],
                 requires_state: Some(key),
-                ..commit_for(ctx.group())
+                ..ctx.commit_for()
             },
         )
         .await?;

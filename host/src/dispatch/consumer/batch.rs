@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::super::breaker::Ticket;
-use super::{ConsumerCtx, Stop, Worker, advance, blocking, commit_for, emits_of, state_guard};
+use super::{ConsumerCtx, Stop, Worker, advance, blocking, emits_of, state_guard};
 use crate::event::StoredEvent;
 use crate::log::{ConsumerCommit, ErrorClass, LogError};
 use crate::runtime::CallError;
@@ -63,9 +63,10 @@ pub(super) async fn call(
             offset: Some(advance(ctx, next)),
             emits,
             state: w.overlay.take(&group),
-            ..commit_for(&group)
+            state_read: w.overlay.take_reads(&group),
+            ..ctx.commit_for()
         };
-        let result = ctx.log.commit(c).await;
+        let result = ctx.commit_log(c).await;
         drop(guard);
         if let Err(error) = result {
             w.overlay.discard();

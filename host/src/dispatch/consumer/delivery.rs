@@ -10,15 +10,13 @@
 //! unknown topic, ...) can never succeed: the event is parked at once as
 //! `rejected` with the log's reason instead of being retried.
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use super::super::breaker::Ticket;
 use super::super::{Deployment, DispatchEvent, backoff};
-use super::{
-    ConsumerCtx, Stop, Worker, advance, blocking, commit_for, emits_of, retry_policy, state_guard,
-};
+use super::{ConsumerCtx, Stop, Worker, advance, blocking, emits_of, retry_policy, state_guard};
 use crate::event::StoredEvent;
 use crate::log::{
     AttemptRecord, AttemptUpdate, ConsumerCommit, DeadLetterRecord, ErrorClass,
@@ -139,6 +137,8 @@ pub(super) async fn call_and_commit(
     mut ticket: Ticket,
 ) -> Result<Called, Stop> {
     let guard = state_guard(ctx, w.uses_state()).await;
+    // Only this call's reads fence its commit.
+    w.overlay.discard();
     let (event, number, shared) = (d.event.clone(), d.number, ctx.shared.clone());
     let (w, result) = blocking(w, move |w| w.call(&shared, &event, number)).await?;
     let mut effects = match result {
@@ -171,16 +171,28 @@ pub(super) async fn call_and_commit(
             record: None,
         }],
         requires_state,
-        ..commit_for(&group)
+        state_read: w.overlay.take_reads(&group),
+        ..ctx.commit_for()
     };
-    let result = ctx.log.commit(c).await;
+    let result = ctx.commit_log(c).await;
     drop(guard);
     match result {
         Ok(_) => {
             ctx.shared.processed.fetch_add(1, Ordering::Relaxed);
         }
+        Err(e) if e.lease_lost() => return Err(Stop::LeaseLost),
+        // What the call read moved under it: redo it on fresh state.
+        Err(e) if e.state_moved() => return Err(Stop::Conflict(e)),
         Err(e) => match e.class() {
-            ErrorClass::Failed => return Err(Stop::Log(e)),
+            ErrorClass::Failed => {
+                if d.place == Place::InLine {
+                    // The call returned: whoever takes the event next need not count it
+                    // as a crash (see `careful`).
+                    *ctx.survived.lock().unwrap_or_else(PoisonError::into_inner) =
+                        Some((d.event.position.clone(), d.counted + 1));
+                }
+                return Err(Stop::Log(e));
+            }
             ErrorClass::Conflict => {
                 tracing::info!(plugin = %group, event_id = %d.event.event.id, "another commit finished the event first ({e}); this call's effects are dropped");
             }
@@ -306,7 +318,7 @@ pub(super) async fn pre_call(
                     ..record
                 }),
             }],
-            ..commit_for(ctx.group())
+            ..ctx.commit_for()
         },
     )
     .await?;
@@ -366,8 +378,7 @@ pub(super) async fn park(
     } = finish(ctx, d);
     let now = SystemTime::now();
     let result = ctx
-        .log
-        .commit(ConsumerCommit {
+        .commit_log(ConsumerCommit {
             offset,
             state,
             requires_state,
@@ -386,12 +397,12 @@ pub(super) async fn park(
                 first_failure: d.first_failure.unwrap_or(now),
                 last_failure: now,
             }),
-            ..commit_for(&group)
+            ..ctx.commit_for()
         })
         .await;
     let outcome = match result {
         Ok(outcome) => outcome,
-        Err(e) if e.class() == ErrorClass::Conflict => {
+        Err(e) if e.class() == ErrorClass::Conflict && !e.lease_lost() => {
             tracing::info!(plugin = %group, event_id = %d.event.event.id, "another commit finished the event first ({e}); not parking it");
             return Ok(());
         }

@@ -32,6 +32,7 @@ mod delivery;
 mod retry;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -44,7 +45,8 @@ use super::supervisor::{Current, PluginShared};
 use super::{Deployment, DispatchConfig, DispatchEvent};
 use crate::event::StoredEvent;
 use crate::log::{
-    CommitOutcome, ConsumerCommit, ErrorClass, EventLog, LogError, NewEvent, OffsetAdvance,
+    CommitOutcome, ConsumerCommit, ErrorClass, EventLog, LeaseFence, LogError, NewEvent,
+    OffsetAdvance,
 };
 use crate::runtime::{CallError, Effects, Instance, InstanceSettings, RetryPolicy, Runtime};
 
@@ -60,6 +62,16 @@ pub(super) struct ConsumerCtx {
     pub topic: String,
     pub partition: u32,
     pub stop: watch::Receiver<bool>,
+    /// The lease this daemon works the partition under, when daemons share the log: every
+    /// commit carries it, so none lands once another daemon took the partition.
+    pub lease: Option<LeaseFence>,
+    /// The committed offset as this consumer knows it (read at each round, moved by its
+    /// own commits): every offset advance is fenced on it (`OffsetAdvance::from`).
+    pub committed: AtomicU64,
+    /// The event whose careful call returned (so the host survived it) but whose commit
+    /// failed, with the attempt count its pre-call record holds: taking it again does not
+    /// count another attempt, which the poison-pill check would take for a crash.
+    pub survived: std::sync::Mutex<Option<(crate::event::Position, u32)>>,
 }
 
 /// How a consumer task ended.
@@ -71,6 +83,8 @@ pub(super) enum Ended {
     /// a request the consumer itself made); the supervisor restarts it with
     /// backoff and shows the cause on the plugin.
     Failed(String),
+    /// Another daemon took the partition (a commit was refused with `LeaseLost`).
+    LeaseLost,
 }
 
 /// The plugin version a consumer currently calls, with its live instance.
@@ -131,10 +145,15 @@ enum Stop {
     Refused(LogError),
     /// The blocking thread running a call died; the instance went with it.
     Worker(String),
+    /// Another daemon took the partition: nothing of this consumer will commit any more.
+    LeaseLost,
 }
 
 impl From<LogError> for Stop {
     fn from(e: LogError) -> Self {
+        if e.lease_lost() {
+            return Stop::LeaseLost;
+        }
         match e.class() {
             ErrorClass::Failed => Stop::Log(e),
             ErrorClass::Conflict => Stop::Conflict(e),
@@ -159,6 +178,10 @@ pub(super) async fn run(mut ctx: ConsumerCtx) -> Ended {
         }
         let why = match stop {
             Stop::Requested => return Ended::Stopped,
+            Stop::LeaseLost => {
+                tracing::info!(plugin = %ctx.shared.name, topic = %ctx.topic, partition = ctx.partition, "another daemon took the partition; this consumer stops with nothing committed since");
+                return Ended::LeaseLost;
+            }
             Stop::Refused(e) => return Ended::Failed(format!("the log refused a request: {e}")),
             Stop::Conflict(e) => {
                 tracing::debug!(plugin = %ctx.shared.name, topic = %ctx.topic, partition = ctx.partition, "{e}; resuming from the committed offset");
@@ -200,7 +223,7 @@ fn refresh(ctx: &mut ConsumerCtx, worker: &mut Option<Worker>) {
         .as_ref()
         .is_none_or(|w| w.deployment.load_number != current.deployment.load_number);
     if stale {
-        let overlay = Arc::new(Overlay::new(ctx.log.clone()));
+        let overlay = Arc::new(Overlay::new(ctx.log.clone(), ctx.lease.is_some()));
         let d = current.deployment;
         let settings = InstanceSettings {
             limits: d.settings.limits.clone(),
@@ -227,19 +250,26 @@ async fn committed_or_register(ctx: &ConsumerCtx) -> Result<u64, Stop> {
         .committed_offset(group, &ctx.topic, ctx.partition)
         .await?
     {
+        ctx.committed.store(next, Ordering::SeqCst);
         return Ok(next);
     }
+    let register = OffsetAdvance {
+        from: None,
+        ..advance(ctx, 0)
+    };
     match ctx
-        .log
-        .commit(ConsumerCommit {
-            offset: Some(advance(ctx, 0)),
-            ..commit_for(group)
+        .commit_log(ConsumerCommit {
+            offset: Some(register),
+            ..ctx.commit_for()
         })
         .await
     {
-        Ok(_) => Ok(0),
+        Ok(_) => {
+            ctx.committed.store(0, Ordering::SeqCst);
+            Ok(0)
+        }
         // Registered meanwhile (by an earlier generation of this consumer).
-        Err(e) if e.class() == ErrorClass::Conflict => Err(Stop::Conflict(e)),
+        Err(e) if e.class() == ErrorClass::Conflict && !e.lease_lost() => Err(Stop::Conflict(e)),
         Err(e) => Err(e.into()),
     }
 }
@@ -295,12 +325,11 @@ async fn step(
     let Some(first_match) = batch.iter().position(|e| w.filter.matches(&e.event.ty)) else {
         let last = batch.last().map_or(next, |e| e.position.offset + 1);
         *worker = Some(w);
-        ctx.log
-            .commit(ConsumerCommit {
-                offset: Some(advance(ctx, last)),
-                ..commit_for(&ctx.shared.name)
-            })
-            .await?;
+        ctx.commit_log(ConsumerCommit {
+            offset: Some(advance(ctx, last)),
+            ..ctx.commit_for()
+        })
+        .await?;
         return Ok(());
     };
 
@@ -357,24 +386,42 @@ async fn step(
     Ok(())
 }
 
-fn commit_for(group: &str) -> ConsumerCommit {
-    ConsumerCommit {
-        group: group.to_owned(),
-        ..Default::default()
+impl ConsumerCtx {
+    /// An empty commit of this consumer: its group, fenced by its lease.
+    fn commit_for(&self) -> ConsumerCommit {
+        ConsumerCommit {
+            group: self.shared.name.clone(),
+            lease: self.lease.clone(),
+            ..Default::default()
+        }
     }
 }
 
+/// An advance to `next` from the committed offset as this consumer knows it.
 fn advance(ctx: &ConsumerCtx, next: u64) -> OffsetAdvance {
     OffsetAdvance {
         topic: ctx.topic.clone(),
         partition: ctx.partition,
         next,
+        from: Some(ctx.committed.load(Ordering::SeqCst)),
+    }
+}
+
+impl ConsumerCtx {
+    /// Commits `c` through the log, keeping the consumer's view of its committed offset.
+    async fn commit_log(&self, c: ConsumerCommit) -> Result<CommitOutcome, LogError> {
+        let next = c.offset.as_ref().map(|a| a.next);
+        let outcome = self.log.commit(c).await?;
+        if let Some(next) = next {
+            self.committed.store(next, Ordering::SeqCst);
+        }
+        Ok(outcome)
     }
 }
 
 /// Commits the consumer's own bookkeeping; every error stops the round.
 async fn commit(ctx: &ConsumerCtx, c: ConsumerCommit) -> Result<CommitOutcome, Stop> {
-    Ok(ctx.log.commit(c).await?)
+    Ok(ctx.commit_log(c).await?)
 }
 
 fn emits_of(effects: &mut Effects) -> Vec<NewEvent> {

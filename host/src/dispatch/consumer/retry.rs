@@ -3,7 +3,7 @@
 
 use super::super::breaker::Ticket;
 use super::delivery::{self, Called, Delivery, Verdict};
-use super::{ConsumerCtx, Stop, Worker, admit, commit, commit_for, pause, refresh};
+use super::{ConsumerCtx, Stop, Worker, admit, commit, pause, refresh};
 use crate::log::{AttemptUpdate, ConsumerCommit};
 use crate::runtime::CallError;
 
@@ -29,7 +29,7 @@ pub(super) async fn retry(
                             position: d.event.position.clone(),
                             record: Some(record.clone()),
                         }],
-                        ..commit_for(ctx.group())
+                        ..ctx.commit_for()
                     },
                 )
                 .await?;

@@ -25,8 +25,9 @@ use crate::log::{LogError, StorageFailure};
 /// `jetstream { limits { batch { max_msgs } } }`.
 pub(super) const MAX_BATCH: usize = 1000;
 
-/// JetStream's error code for a stale `Nats-Expected-Last-Subject-Sequence`.
-const WRONG_LAST_SEQUENCE: u64 = 10071;
+/// JetStream's error codes for a stale `Nats-Expected-Last-Subject-Sequence`: 10071
+/// (with the sequence) from a single server, 10164 (without) as well, seen from R3 streams.
+const WRONG_LAST_SEQUENCE: [u64; 2] = [10071, 10164];
 
 /// A message of a batch.
 pub(super) struct Msg {
@@ -178,7 +179,7 @@ pub(super) async fn publish(client: &Client, batch: Batch, max: usize) -> Result
             let reply: Reply = serde_json::from_slice(&reply.payload)
                 .map_err(|e| BatchError::Failed(unknown(format!("unreadable batch reply: {e}"))))?;
             if let Some(error) = reply.error {
-                return Err(if error.err_code == WRONG_LAST_SEQUENCE {
+                return Err(if WRONG_LAST_SEQUENCE.contains(&error.err_code) {
                     BatchError::Stale
                 } else {
                     BatchError::Failed(storage(format!(

@@ -170,6 +170,47 @@ impl Layout {
         format!("{}.off.*.{}.{partition}", self.root, token(topic))
     }
 
+    pub(super) fn lease(&self, key: &crate::log::LeaseKey) -> String {
+        format!(
+            "{}.lease.{}.{}.{}",
+            self.root,
+            token(&key.group),
+            token(&key.topic),
+            key.partition
+        )
+    }
+
+    pub(super) fn leases(&self) -> String {
+        format!("{}.lease.>", self.root)
+    }
+
+    /// The lease key a lease subject names.
+    pub(super) fn lease_key(&self, subject: &str) -> Result<crate::log::LeaseKey, LogError> {
+        let bad = || LogError::Corrupt(format!("`{subject}` is not a lease subject"));
+        let rest = subject
+            .strip_prefix(&format!("{}.lease.", self.root))
+            .ok_or_else(bad)?;
+        let mut parts = rest.split('.');
+        let (Some(group), Some(topic), Some(partition), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad());
+        };
+        Ok(crate::log::LeaseKey {
+            group: untoken(group)?,
+            topic: untoken(topic)?,
+            partition: partition.parse().map_err(|_| bad())?,
+        })
+    }
+
+    pub(super) fn member(&self, id: &str) -> String {
+        format!("{}.member.{}", self.root, token(id))
+    }
+
+    pub(super) fn members(&self) -> String {
+        format!("{}.member.*", self.root)
+    }
+
     pub(super) fn state(&self, namespace: &str, key: &str) -> String {
         format!("{}.state.{}.{}", self.root, token(namespace), token(key))
     }

@@ -15,9 +15,11 @@
 //! - `write`: appends, stream appends, the consumer commit, offsets, dead letters.
 //! - `records`: the reads that decode records (events, streams, offsets, state, ...).
 //! - `retention`: the retention pass and dedupe expiry.
+//! - `lease`: members and partition leases of daemons sharing the log.
 
 mod batch;
 mod layout;
+mod lease;
 mod read;
 mod records;
 mod retention;
@@ -38,8 +40,8 @@ use self::layout::Layout;
 use super::watch::{EndSignal, EndWatch};
 use super::{
     Appended, AttemptRecord, CommitOutcome, ConsumerCommit, DeadLetter, DeadLetterId, EventLog,
-    ExpectedVersion, LogConfig, LogError, LogStats, NewEvent, Pending, RetentionReport,
-    StorageFailure, TopicConfig, TopicInfo,
+    ExpectedVersion, LeaseFence, LeaseKey, LeaseState, Leases, LogConfig, LogError, LogStats,
+    MemberState, NewEvent, Pending, RetentionReport, StorageFailure, TopicConfig, TopicInfo,
 };
 use crate::event::{Position, StoredEvent};
 use crate::histogram::{BATCH_SIZES, COMMIT_SECONDS, Histogram};
@@ -181,6 +183,7 @@ impl NatsLog {
         });
         let shared = Arc::new(pending.wait()?);
         retention::spawn_background(&handle, Arc::downgrade(&shared));
+        handle.spawn(refresh_watched(Arc::downgrade(&shared)));
         // The writer: one write at a time, in submission order, so that two writes a caller
         // issues one after the other land in that order (as with the other backends). Each
         // write is still fenced, so writers in other processes cannot break it.
@@ -242,6 +245,40 @@ impl NatsLog {
         // job's answer is then `Closed`.
         let _ = self.writes.send(job);
         pending
+    }
+}
+
+/// How often watched partitions' ends are read back, in case announcements were lost.
+const WATCH_REFRESH: Duration = Duration::from_secs(1);
+
+/// Announcements of stored events are core NATS messages: at most once. One sent while this
+/// client was reconnecting, or by a stream leader that died right after committing, never
+/// arrives, and a consumer waiting for it would wait until the next append. So every watched
+/// partition's end is also read back every [`WATCH_REFRESH`]: a lost wake-up costs at most
+/// that long. Ends with the log.
+async fn refresh_watched(shared: Weak<Shared>) {
+    loop {
+        tokio::time::sleep(WATCH_REFRESH).await;
+        let Some(s) = shared.upgrade() else {
+            return;
+        };
+        if s.check_open().is_err() {
+            return;
+        }
+        let watched: Vec<((String, u32), Arc<EndSignal>)> = lock(&s.signals)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for ((topic, partition), signal) in watched {
+            match read::last(&s.stream, &s.layout.events(&topic, partition)).await {
+                Ok(last) => {
+                    if let Ok(end) = read::end_of(&last) {
+                        signal.advance(end);
+                    }
+                }
+                Err(e) => tracing::debug!(%topic, partition, "cannot read the end back: {e}"),
+            }
+        }
     }
 }
 
@@ -527,6 +564,10 @@ impl EventLog for NatsLog {
         self.write(|s| async move { retention::run(&s).await })
     }
 
+    fn leases(&self) -> Option<&dyn Leases> {
+        Some(self)
+    }
+
     fn stats(&self) -> LogStats {
         let c = lock(&self.shared.counters);
         LogStats {
@@ -538,6 +579,44 @@ impl EventLog for NatsLog {
             transaction_seconds: self.shared.transaction_seconds.snapshot(),
             transaction_events: self.shared.transaction_events.snapshot(),
         }
+    }
+}
+
+impl Leases for NatsLog {
+    fn heartbeat(&self, id: &str, groups: Vec<String>) -> Pending<()> {
+        let id = id.to_owned();
+        self.run(move |s| async move { lease::heartbeat(&s, &id, groups).await })
+    }
+
+    fn leave(&self, id: &str) -> Pending<()> {
+        let id = id.to_owned();
+        self.run(move |s| async move { lease::leave(&s, &id).await })
+    }
+
+    fn members(&self) -> Pending<Vec<MemberState>> {
+        self.run(|s| async move { lease::members(&s).await })
+    }
+
+    fn leases(&self) -> Pending<Vec<LeaseState>> {
+        self.run(|s| async move { lease::leases(&s).await })
+    }
+
+    fn acquire(&self, key: &LeaseKey, owner: &str, seen: u64) -> Pending<LeaseFence> {
+        let (key, owner) = (key.clone(), owner.to_owned());
+        self.run(move |s| async move { lease::acquire(&s, &key, &owner, seen).await })
+    }
+
+    fn renew(&self, fence: &LeaseFence) -> Pending<()> {
+        let fence = fence.clone();
+        self.run(move |s| async move {
+            let owner = Some(fence.owner.clone());
+            lease::rewrite(&s, &fence, owner).await
+        })
+    }
+
+    fn release(&self, fence: &LeaseFence) -> Pending<()> {
+        let fence = fence.clone();
+        self.run(move |s| async move { lease::rewrite(&s, &fence, None).await })
     }
 }
 

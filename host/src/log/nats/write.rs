@@ -104,6 +104,16 @@ async fn publish(s: &Shared, batch: Batch, view: &View) -> Result<Option<()>, Lo
     }
 }
 
+/// Before round `round` of a write: nothing the first two times (a race with another
+/// writer is decided at once), then a growing pause — a replica that lags (R3 reads go to
+/// any replica) needs milliseconds to catch up, not 200 immediate re-reads.
+pub(super) async fn lost_round(round: usize) {
+    if round >= 2 {
+        let ms = (round as u64 - 1).min(20);
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
+}
+
 fn lost_races() -> LogError {
     storage(format!(
         "a write lost {MAX_ROUNDS} races in a row against concurrent writers"
@@ -255,7 +265,8 @@ pub(super) async fn create_topic(
     config: TopicConfig,
 ) -> Result<TopicInfo, LogError> {
     rules::check_topic_config(name, &config)?;
-    for _ in 0..MAX_ROUNDS {
+    for round in 0..MAX_ROUNDS {
+        lost_round(round).await;
         let (existing, seq) = read::topic_config(&s.stream, &s.layout, name).await?;
         if let Some(existing) = &existing
             && existing.partitions != config.partitions
@@ -277,7 +288,8 @@ pub(super) async fn create_topic(
 }
 
 pub(super) async fn append(s: &Shared, events: Vec<NewEvent>) -> Result<Vec<Appended>, LogError> {
-    for _ in 0..MAX_ROUNDS {
+    for round in 0..MAX_ROUNDS {
+        lost_round(round).await;
         let now_ms = s.now_ms();
         let mut view = View::default();
         let mut batch = Batch::default();
@@ -297,7 +309,8 @@ pub(super) async fn append_to_stream(
 ) -> Result<Vec<Appended>, LogError> {
     rules::check_stream_name(stream)?;
     let subject = s.layout.stream(stream);
-    for _ in 0..MAX_ROUNDS {
+    for round in 0..MAX_ROUNDS {
+        lost_round(round).await;
         let now_ms = s.now_ms();
         let last = read::last(&s.stream, &subject).await?;
         let current = match &last {
@@ -391,7 +404,8 @@ pub(super) async fn commit(s: &Shared, commit: ConsumerCommit) -> Result<CommitO
     if commit.group.is_empty() {
         return Err(LogError::Invalid("a consumer commit needs a group".into()));
     }
-    for _ in 0..MAX_ROUNDS {
+    for round in 0..MAX_ROUNDS {
+        lost_round(round).await;
         if let Some(outcome) = commit_round(s, commit.clone()).await? {
             return Ok(outcome);
         }
@@ -413,10 +427,18 @@ async fn commit_round(
         dead_letter,
         resolve_dead_letter,
         requires_state,
+        lease,
+        state_read,
     } = commit;
     let now_ms = s.now_ms();
     let mut view = View::default();
     let mut batch = Batch::default();
+    // The lease first: a commit of a daemon that lost its partition is refused before
+    // anything else is looked at.
+    let lease_msg = match &lease {
+        Some(fence) => Some(super::lease::fence_commit(s, fence, &mut batch).await?),
+        None => None,
+    };
     // Decide everything first, in the order of the other backends (the first failing check
     // names the error): the fences ...
     let mut resolve = None;
@@ -436,6 +458,20 @@ async fn commit_round(
             return Err(LogError::StateEntryGone { namespace, key });
         };
         required = Some((subject, seq, live.payload));
+    }
+    // What the call read must be as it saw it; each read entry is fenced where it stands,
+    // and re-published unchanged unless the commit writes it (a fence needs a message).
+    let mut reads = Vec::new();
+    for read in state_read {
+        let subject = s.layout.state(&read.namespace, &read.key);
+        let (live, seq) = entry(s, &subject).await?;
+        if live.as_ref().map(|m| m.payload.as_ref()) != read.value.as_deref() {
+            return Err(LogError::StateMoved {
+                namespace: read.namespace,
+                key: read.key,
+            });
+        }
+        reads.push((subject, seq, live.map(|m| m.payload)));
     }
     // ... the offset, the attempts' positions, the state keys, the emits ...
     let mut offset_msg = None;
@@ -460,6 +496,9 @@ async fn commit_round(
     if let Some((subject, seq, _)) = &required {
         batch.fence(subject, *seq);
     }
+    for (subject, seq, _) in &reads {
+        batch.fence(subject, *seq);
+    }
     let mut counter = None;
     if dead_letter.is_some() {
         let subject = s.layout.dead_letter_counter();
@@ -479,15 +518,20 @@ async fn commit_round(
     let emitted = plan_events(s, &mut view, &mut batch, emits, None, now_ms).await?;
 
     // ... then write; nothing can refuse the commit any more but a stale fence.
+    if let Some(msg) = lease_msg {
+        batch.push(msg);
+    }
     if let Some(msg) = offset_msg {
         batch.push(msg);
     }
     let mut wrote_required = false;
+    let mut written = BTreeSet::new();
     for change in state {
         let subject = s.layout.state(&change.namespace, &change.key);
         if required.as_ref().is_some_and(|(r, _, _)| *r == subject) {
             wrote_required = true;
         }
+        written.insert(subject.clone());
         batch.push(match change.value {
             Some(value) => Msg::new(subject, value),
             None => tombstone(subject),
@@ -497,7 +541,16 @@ async fn commit_round(
         && !wrote_required
     {
         // The fence needs a message on its subject: the entry, unchanged.
+        written.insert(subject.clone());
         batch.push(Msg::new(subject, value));
+    }
+    for (subject, _, value) in reads {
+        if written.insert(subject.clone()) {
+            batch.push(match value {
+                Some(value) => Msg::new(subject, value),
+                None => tombstone(subject),
+            });
+        }
     }
     for update in attempts {
         let p = &update.position;
@@ -549,7 +602,8 @@ pub(super) async fn set_offset(
 }
 
 pub(super) async fn delete_dead_letter(s: &Shared, id: DeadLetterId) -> Result<bool, LogError> {
-    for _ in 0..MAX_ROUNDS {
+    for round in 0..MAX_ROUNDS {
+        lost_round(round).await;
         let Some((_, seq)) = dead_letter(s, id).await? else {
             return Ok(false);
         };

@@ -40,6 +40,7 @@ fn a_commit_failing_midway_leaves_neither_offset_nor_emits_behind() {
             topic: "orders".into(),
             partition: 0,
             next: 1,
+            from: None,
         }),
         emits: vec![NewEvent::to_topic("invoices", event("inv-1"))],
         state: vec![StateChange {

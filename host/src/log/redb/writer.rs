@@ -803,9 +803,18 @@ impl<'t, 'c> Batch<'t, 'c> {
             dead_letter,
             resolve_dead_letter,
             requires_state,
+            lease,
+            state_read,
         } = commit;
         if group.is_empty() {
             refuse!(LogError::Invalid("a consumer commit needs a group".into()));
+        }
+        if let Some(fence) = lease {
+            // One daemon holds the file: nothing here hands out leases to fence by.
+            refuse!(LogError::Invalid(format!(
+                "a redb log is worked by one daemon and keeps no leases; a commit fenced by the lease of {} does not belong here",
+                fence.key
+            )));
         }
         // The fences: what this commit resolves must still be there.
         if let Some(id) = resolve_dead_letter
@@ -822,6 +831,19 @@ impl<'t, 'c> Batch<'t, 'c> {
         {
             refuse!(LogError::StateEntryGone { namespace, key });
         }
+        for read in state_read {
+            let now = self
+                .t
+                .state
+                .get((read.namespace.as_str(), read.key.as_str()))?
+                .map(|g| g.value().to_vec());
+            if now != read.value {
+                refuse!(LogError::StateMoved {
+                    namespace: read.namespace,
+                    key: read.key,
+                });
+            }
+        }
         // Decide everything first ...
         let offset_row = match &offset {
             None => None,
@@ -835,14 +857,14 @@ impl<'t, 'c> Batch<'t, 'c> {
                     .offsets
                     .get((group.as_str(), meta.id, advance.partition))?
                     .map(|g| g.value());
-                if let Some(current) = current
-                    && advance.next <= current
-                {
+                let moved = advance.from.is_some_and(|from| current != Some(from));
+                let behind = current.is_some_and(|current| advance.next <= current);
+                if moved || behind {
                     refuse!(LogError::OffsetConflict {
                         group,
                         topic: advance.topic.clone(),
                         partition: advance.partition,
-                        current,
+                        current: current.unwrap_or(0),
                         requested: advance.next,
                     });
                 }
