@@ -46,8 +46,7 @@ fn main() -> ExitCode {
         "lang-toolchains" => lang_toolchains(),
         "gateway" => run_gateway(),
         _ => Err(
-            "usage: cargo xtask <plugins|demo|test|gateway|nats-server|lang-toolchains>"
-                .to_owned(),
+            "usage: cargo xtask <plugins|demo|test|gateway|nats-server|lang-toolchains>".to_owned(),
         ),
     };
     match result {
