@@ -5,6 +5,8 @@
 //! daemon's own log file after it stopped.
 
 mod daemon_support;
+#[path = "../xtask/src/gateway.rs"]
+mod gateway;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -63,6 +65,8 @@ fn demo_schemas() -> Vec<(String, String, Value)> {
 /// A daemon running the four plugins with the demo's sidecars (plus the
 /// test's overrides) and the demo's schemas registered.
 struct Shop {
+    /// The fake payment gateway `payment` charges at (its sidecar grants it).
+    gateway: gateway::Gateway,
     dir: tempfile::TempDir,
     options: Options,
     daemon: Option<Daemon>,
@@ -71,13 +75,16 @@ struct Shop {
 impl Shop {
     fn start(sidecars: &[(&str, String)], config: &str) -> Shop {
         let dir = tempfile::tempdir().unwrap();
+        let gateway = gateway::Gateway::start("127.0.0.1:0").unwrap();
+        // The demo's sidecars name the gateway at a placeholder address.
+        let at_gateway = |text: String| text.replace("127.0.0.1:9000", &gateway.addr.to_string());
         let files: Vec<(&str, String)> = PLUGINS
             .iter()
             .map(|p| {
                 let custom = sidecars.iter().find(|(name, _)| name == p);
                 (
                     *p,
-                    custom.map_or_else(|| sidecar(p, &[], ""), |(_, s)| s.clone()),
+                    at_gateway(custom.map_or_else(|| sidecar(p, &[], ""), |(_, s)| s.clone())),
                 )
             })
             .collect();
@@ -104,6 +111,7 @@ impl Shop {
             );
         }
         Shop {
+            gateway,
             dir,
             options,
             daemon: Some(daemon),
@@ -732,6 +740,15 @@ fn a_thousand_concurrent_orders_end_exactly_once_with_consistent_stock_and_singl
         assert_eq!(p["dead_lettered"], 0, "{p}");
         assert_eq!(p["state"], "running", "{p}");
     }
+    // The gateway charged each payable order exactly once, and no other.
+    let charged = shop.gateway.stats()["orders"].clone();
+    let paid: BTreeMap<String, Value> = events
+        .iter()
+        .filter(|e| e["type"] == "payment.processed")
+        .map(|e| (e["subject"].as_str().unwrap().to_owned(), json!(1)))
+        .collect();
+    assert!(!paid.is_empty());
+    assert_eq!(charged, json!(paid), "charges per order at the gateway");
 
     // Deliver a range of order-events a second time.
     let range: Vec<&Value> = events

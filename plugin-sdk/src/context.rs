@@ -40,8 +40,11 @@ pub const RESERVED_PREFIX: &str = "__evhost/";
 /// assert_eq!(host.emitted().len(), 1);
 /// ```
 pub struct Context<'h> {
-    host: &'h mut dyn Host,
+    pub(crate) host: &'h mut dyn Host,
     pub(crate) dedupe_window: u64,
+    /// Requests sent through [`Context::http`] in this call: numbers the
+    /// derived idempotency keys.
+    pub(crate) http_sent: u32,
 }
 
 impl<'h> Context<'h> {
@@ -49,6 +52,7 @@ impl<'h> Context<'h> {
         Self {
             host,
             dedupe_window: crate::DEFAULT_DEDUPE_WINDOW,
+            http_sent: 0,
         }
     }
 

@@ -25,6 +25,8 @@ use std::fmt;
 pub struct HandlerError {
     kind: ErrorKind,
     message: String,
+    /// The least delay before the next attempt, for a retry.
+    retry_after: Option<std::time::Duration>,
 }
 
 /// Whether a [`HandlerError`] asks for another attempt.
@@ -52,6 +54,7 @@ impl HandlerError {
         Self {
             kind: ErrorKind::Retry,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -65,7 +68,35 @@ impl HandlerError {
         Self {
             kind: ErrorKind::Reject,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// Asks the host to wait at least `delay` before the next attempt (e.g. a
+    /// `429`'s `Retry-After`), instead of the retry policy's backoff when that
+    /// is shorter; never longer than the policy's `max-backoff`. Only a retry
+    /// carries it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let err = evhost_sdk::HandlerError::retry("rate limited").after(Duration::from_secs(3));
+    /// assert_eq!(err.retry_after(), Some(Duration::from_secs(3)));
+    /// assert_eq!(evhost_sdk::HandlerError::reject("no").after(Duration::from_secs(3)).retry_after(), None);
+    /// ```
+    pub fn after(mut self, delay: std::time::Duration) -> Self {
+        if self.kind == ErrorKind::Retry {
+            self.retry_after = Some(delay);
+        }
+        self
+    }
+
+    /// The delay set with [`after`](Self::after), if any.
+    ///
+    /// ```
+    /// assert_eq!(evhost_sdk::HandlerError::retry("x").retry_after(), None);
+    /// ```
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        self.retry_after
     }
 
     /// Whether this is a retry or a reject.

@@ -2,6 +2,8 @@
 //! the WIT imports inside a component (`wasm.rs`) or the in-memory
 //! [`TestHost`](crate::testing::TestHost) natively.
 
+#[cfg(not(target_family = "wasm"))]
+use crate::{HttpError, HttpRequest, HttpResponse};
 use crate::{Level, OutgoingEvent};
 
 /// One implementation per environment. Errors are the host's messages; the
@@ -18,4 +20,10 @@ pub(crate) trait Host {
     fn config(&mut self, key: &str) -> Option<String>;
     /// Sorted by key.
     fn config_entries(&mut self) -> Vec<(String, String)>;
+    /// Sends `request` (headers already complete) and reads the whole response.
+    /// Native only: in a component `Context::http` calls `wasm_http` directly,
+    /// so a plugin that never sends a request links no `wasi:http` code (a
+    /// trait method would be kept alive by the vtable).
+    #[cfg(not(target_family = "wasm"))]
+    fn http(&mut self, request: &HttpRequest) -> Result<HttpResponse, HttpError>;
 }

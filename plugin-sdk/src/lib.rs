@@ -42,6 +42,8 @@
 //! - `outgoing` — [`OutgoingEvent`], the builder for emitted events.
 //! - `context` — [`Context`]: emit, state, config, log.
 //! - `idempotency` — [`Context::once`] and friends over reserved state keys.
+//! - `http` — [`Context::http`] (outbound HTTP with an `Idempotency-Key`),
+//!   [`HttpRequest`], [`HttpResponse`] and its status mapping, [`HttpError`].
 //! - `error` — [`HandlerError`] (retry / reject), [`SdkError`], [`ResultExt`].
 //! - `info` — [`PluginInfo`], [`Subscription`], [`RetryPolicy`].
 //! - `level` — [`Level`] of log lines.
@@ -62,6 +64,7 @@ mod context;
 mod error;
 mod event;
 mod host;
+mod http;
 mod idempotency;
 mod info;
 mod level;
@@ -78,10 +81,13 @@ pub mod testing;
 pub mod __bindings;
 #[cfg(target_family = "wasm")]
 mod wasm;
+#[cfg(target_family = "wasm")]
+mod wasm_http;
 
 pub use context::{Context, RESERVED_PREFIX};
 pub use error::{ErrorKind, HandlerError, ResultExt, SdkError};
 pub use event::{Event, topic_for_type};
+pub use http::{HttpError, HttpRequest, HttpResponse, IDEMPOTENCY_KEY};
 pub use idempotency::DEFAULT_DEDUPE_WINDOW;
 pub use info::{PluginInfo, RetryPolicy, Subscription};
 pub use level::Level;
@@ -101,8 +107,8 @@ pub use outgoing::OutgoingEvent;
 /// ```
 pub mod prelude {
     pub use crate::{
-        Context, ErrorKind, Event, HandlerError, Level, OutgoingEvent, PluginInfo, ResultExt,
-        RetryPolicy, SdkError, Subscription,
+        Context, ErrorKind, Event, HandlerError, HttpError, HttpRequest, HttpResponse, Level,
+        OutgoingEvent, PluginInfo, ResultExt, RetryPolicy, SdkError, Subscription,
     };
 }
 

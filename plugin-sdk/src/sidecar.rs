@@ -28,6 +28,10 @@ pub struct GrantsSpec {
     /// May use the `state` interface.
     #[serde(default)]
     pub state: bool,
+    /// URLs `wasi:http` may request: `scheme://host[:port][/path[*]]` (checked by the
+    /// host, which owns the allowlist).
+    #[serde(default)]
+    pub http: Vec<String>,
 }
 
 /// Reads only the `[grants]` table of a sidecar's text (the daemon parses

@@ -1,7 +1,7 @@
 //! The component side: [`Host`] over the WIT imports, and the conversions
 //! between the generated WIT types and the SDK's own.
 
-use crate::__bindings::evhost::plugin::{config, emit, log, state, types};
+use crate::__bindings::evhost::plugin::{config, emit, log, retry, state, types};
 use crate::__private::HandlerFn;
 use crate::host::Host;
 use crate::{Context, ErrorKind, Event, HandlerError, Level, OutgoingEvent, PluginInfo};
@@ -113,7 +113,12 @@ pub fn handle(event: types::Event, handler: HandlerFn) -> Result<(), types::Hand
     };
     let mut host = WasmHost;
     handler(&event, &mut Context::new(&mut host)).map_err(|err: HandlerError| match err.kind() {
-        ErrorKind::Retry => types::HandlerError::Retry(err.message().to_owned()),
+        ErrorKind::Retry => {
+            if let Some(delay) = err.retry_after() {
+                retry::retry_after(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
+            }
+            types::HandlerError::Retry(err.message().to_owned())
+        }
         ErrorKind::Reject => types::HandlerError::Reject(err.message().to_owned()),
     })
 }

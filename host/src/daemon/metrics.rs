@@ -94,6 +94,11 @@ impl Metrics {
         }
     }
 
+    /// Adds the runtime's outbound-HTTP instruments (plugins' requests).
+    pub fn register_outbound(&mut self, outbound: &crate::runtime::OutboundMetrics) {
+        outbound.register(&mut self.registry);
+    }
+
     pub fn http_request(&self, method: &str, status: u16) {
         self.http_requests
             .get_or_create(&vec![

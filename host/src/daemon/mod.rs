@@ -187,6 +187,7 @@ pub async fn run(
             source,
         })?;
 
+    runtime.set_daemon_address(addr);
     say!(
         "evhost {}: data {}, plugins {}",
         env!("CARGO_PKG_VERSION"),
@@ -204,7 +205,11 @@ pub async fn run(
         dispatcher: dispatcher.clone(),
         loader: loader.clone(),
         schemas,
-        metrics: Arc::new(Metrics::new()),
+        metrics: Arc::new({
+            let mut metrics = Metrics::new();
+            metrics.register_outbound(runtime.outbound_metrics());
+            metrics
+        }),
         config: config.api.clone(),
         default_retention: config.log.default_retention.clone(),
         shutdown: stop_rx.clone(),

@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use crate::config::{ByteSize, HumanDuration};
 use crate::dispatch::{OrderingMode, PluginSettings};
-use crate::runtime::{Grants, Limits, RetryPolicy, Subscription};
+use crate::runtime::{Grants, HttpGrant, HttpLimits, Limits, RetryPolicy, Subscription};
 
 /// A parsed sidecar, before it is combined with what the plugin describes.
 #[derive(Debug, Default, Deserialize)]
@@ -32,6 +32,30 @@ pub struct Sidecar {
     config: BTreeMap<String, toml::Value>,
     #[serde(default)]
     grants: GrantsSpec,
+    /// Per-call limits of outbound HTTP (with `grants.http`).
+    http: Option<HttpLimitsSpec>,
+}
+
+/// `[http]`: the per-call caps of outbound HTTP; each key overrides the default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct HttpLimitsSpec {
+    requests: Option<u32>,
+    request_bytes: Option<ByteSize>,
+    response_bytes: Option<ByteSize>,
+    timeout: Option<HumanDuration>,
+}
+
+impl HttpLimitsSpec {
+    fn limits(&self) -> HttpLimits {
+        let d = HttpLimits::default();
+        HttpLimits {
+            requests: self.requests.unwrap_or(d.requests),
+            request_bytes: self.request_bytes.map_or(d.request_bytes, |b| b.0 as u64),
+            response_bytes: self.response_bytes.map_or(d.response_bytes, |b| b.0 as u64),
+            timeout: self.timeout.map_or(d.timeout, |t| t.0),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,6 +109,12 @@ impl Sidecar {
         }
         evhost_sdk::sidecar::EmitGrant::new(self.grants.emit.clone())
             .map_err(|e| format!("grants.emit: {e}"))?;
+        self.http_grant()?;
+        if let Some(t) = self.http.as_ref().and_then(|h| h.timeout)
+            && t.0.is_zero()
+        {
+            return Err("http.timeout must be more than zero".into());
+        }
         if self.concurrency == Some(0) {
             return Err("concurrency must be at least 1".into());
         }
@@ -137,7 +167,8 @@ impl Sidecar {
             }
         };
         let grants = Grants::new(self.grants.emit.clone(), self.grants.state)
-            .map_err(|e| format!("grants.emit: {e}"))?;
+            .map_err(|e| format!("grants.emit: {e}"))?
+            .with_http(self.http_grant()?);
         let config = self
             .config
             .iter()
@@ -167,6 +198,18 @@ impl Sidecar {
     }
 }
 
+impl Sidecar {
+    /// `grants.http` with the `[http]` limits.
+    fn http_grant(&self) -> Result<HttpGrant, String> {
+        let limits = self
+            .http
+            .as_ref()
+            .map(HttpLimitsSpec::limits)
+            .unwrap_or_default();
+        HttpGrant::new(&self.grants.http, limits).map_err(|e| format!("grants.http: {e}"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -179,6 +222,28 @@ mod tests {
         assert!(s.subscriptions.is_none() && s.retry.is_none());
         assert_eq!(s.limits, Limits::default());
         assert!(!s.grants.may_emit("anything") && !s.grants.state);
+        assert!(s.grants.http.is_empty());
+    }
+
+    #[test]
+    fn the_http_grant_and_its_limits_are_read() {
+        let text = r#"
+            [grants]
+            http = ["https://api.example.com/v1/*", "http://127.0.0.1:9000"]
+            [http]
+            requests = 3
+            response-bytes = "64 KiB"
+            timeout = "2s"
+        "#;
+        let s = Sidecar::parse(text).unwrap().settings(None).unwrap();
+        assert_eq!(
+            s.grants.http.describe(),
+            "https://api.example.com/v1/*, http://127.0.0.1:9000"
+        );
+        let l = &s.grants.http.limits;
+        assert_eq!((l.requests, l.response_bytes), (3, 64 << 10));
+        assert_eq!(l.timeout, Duration::from_secs(2));
+        assert_eq!(l.request_bytes, HttpLimits::default().request_bytes);
     }
 
     #[test]
@@ -234,5 +299,12 @@ mod tests {
         assert!(e.contains("config.list"), "{e}");
         let e = Sidecar::parse("[grants]\nemit = [\"a[\"]").unwrap_err();
         assert!(e.contains("grants.emit"), "{e}");
+        let e = Sidecar::parse("[grants]\nhttp = [\"example.com\"]").unwrap_err();
+        assert!(
+            e.contains("grants.http") && e.contains("example.com"),
+            "{e}"
+        );
+        let e = Sidecar::parse("[http]\nrequest = 3").unwrap_err();
+        assert!(e.contains("request"), "{e}");
     }
 }

@@ -9,8 +9,10 @@ use std::time::Instant;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::budget::Budget;
+use super::outbound::OutboundHooks;
 use super::stdio::GuestOutput;
 use super::{Effects, Grants, StateStore};
 use crate::event::StoredEvent;
@@ -30,11 +32,16 @@ pub struct PluginScope {
     /// The operator's pool setting as written, e.g. "`[runtime] instances = 1000`
     /// in /etc/evhost.toml": what a pool-exhaustion error tells to raise.
     pub pool: Arc<str>,
+    /// Outbound HTTP's instruments and the daemon's address.
+    pub outbound: Arc<super::OutboundShared>,
 }
 
 pub struct CallState {
     wasi: WasiCtx,
     table: ResourceTable,
+    http: WasiHttpCtx,
+    /// Every `wasi:http` request passes here (allowlist, caps, deadline).
+    pub(super) outbound: OutboundHooks,
     pub(super) stdout: GuestOutput,
     pub(super) stderr: GuestOutput,
     pub(super) scope: Arc<PluginScope>,
@@ -55,6 +62,8 @@ pub struct CallState {
     /// grant can never succeed on a retry, so it decides the call's outcome
     /// whatever the guest made of the error.
     pub(super) refused: Option<String>,
+    /// The delay the guest asked for before a retry (`evhost:plugin/retry`).
+    pub(super) retry_after: Option<std::time::Duration>,
 }
 
 pub struct CurrentCall {
@@ -77,6 +86,8 @@ impl CallState {
         CallState {
             wasi,
             table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            outbound: OutboundHooks::new(scope.clone()),
             stdout,
             stderr,
             scope,
@@ -88,6 +99,7 @@ impl CallState {
             effects: Effects::default(),
             log_budget: Budget::default(),
             refused: None,
+            retry_after: None,
         }
     }
 }
@@ -107,6 +119,16 @@ impl WasiView for CallState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for CallState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outbound,
         }
     }
 }

@@ -139,6 +139,11 @@ pub struct CallError {
     pub version: String,
     pub digest_short: String,
     pub failure: Failure,
+    /// For a `Retry`: the least delay, in milliseconds, the guest asked for
+    /// before the next attempt (`evhost:plugin/retry`); the dispatcher keeps
+    /// it within the policy's `max-backoff`. (Milliseconds in a `u32` keep
+    /// `CallError` small: it travels in every call's `Result`.)
+    pub retry_after_ms: Option<u32>,
 }
 
 impl CallError {
@@ -149,6 +154,7 @@ impl CallError {
             version: plugin.info.version.clone(),
             digest_short: plugin.digest.chars().take(12).collect(),
             failure,
+            retry_after_ms: None,
         }
     }
 }
@@ -183,6 +189,7 @@ impl Instance {
             max_emits_per_call: runtime.config.max_emits_per_call,
             interrupt: runtime.interrupt.clone(),
             pool: runtime.pool_setting.clone(),
+            outbound: runtime.outbound.clone(),
         });
         Instance {
             engine: runtime.engine.clone(),
@@ -216,8 +223,17 @@ impl Instance {
             attempt,
         );
         let _entered = span.enter();
-        self.call_inner(event, attempt)
-            .map_err(|failure| CallError::new(&self.plugin, failure))
+        let result = self.call_inner(event, attempt);
+        let retry_after = self
+            .live
+            .as_mut()
+            .and_then(|live| live.store.data_mut().retry_after.take());
+        result.map_err(|failure| CallError {
+            retry_after_ms: retry_after
+                .filter(|_| matches!(failure, Failure::Retry(_)))
+                .map(|d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX)),
+            ..CallError::new(&self.plugin, failure)
+        })
     }
 
     fn call_inner(&mut self, event: &Arc<StoredEvent>, attempt: u32) -> Result<Effects, Failure> {
@@ -237,9 +253,12 @@ impl Instance {
         data.effects = Effects::default();
         data.memory_exhausted = false;
         data.refused = None;
+        data.retry_after = None;
         data.current = Some(CurrentCall {
             event: event.clone(),
         });
+        let deadline = data.deadline;
+        data.outbound.begin_call(deadline, &event.event.id);
 
         let result = bindings.call_handle(&mut store, &to_wit(event, attempt));
 
@@ -247,7 +266,8 @@ impl Instance {
         let output = end_output(data);
         data.current = None;
         let effects = std::mem::take(&mut data.effects);
-        let refused = data.refused.take();
+        let http = data.outbound.end_call();
+        let refused = data.refused.take().or(http.refused);
         let outcome = match result {
             Ok(Ok(())) => Ok(effects),
             Ok(Err(HandlerError::Retry(m))) => Err(Failure::Retry(m)),
@@ -263,6 +283,10 @@ impl Instance {
         } // else dropped: the next call instantiates anew
         let outcome = match refused {
             Some(refusal) => Err(refused_outcome(refusal, outcome)),
+            None => outcome,
+        };
+        let outcome = match http.timed_out {
+            Some(request) => Err(request_timeout(request, &self.limits, outcome)),
             None => outcome,
         };
         match output.capped {
@@ -343,6 +367,19 @@ fn refused_outcome(refusal: String, outcome: Result<Effects, Failure>) -> Failur
             Failure::Refused(format!("{refusal} (the call then ended: {other})"))
         }
         _ => Failure::Refused(refusal),
+    }
+}
+
+/// The outcome of a call whose HTTP request ran into the call's deadline:
+/// the call's timeout, naming the request, whatever the guest made of the
+/// error it got (a shutdown stays a host error).
+fn request_timeout(request: String, limits: &Limits, outcome: Result<Effects, Failure>) -> Failure {
+    match outcome {
+        Err(host @ Failure::Host(_)) => host,
+        _ => Failure::Timeout(LimitHit {
+            limit: limits.timeout,
+            note: Some(format!("waiting for the HTTP request {request}")),
+        }),
     }
 }
 

@@ -60,7 +60,7 @@ pub enum LoadError {
     },
     #[error(
         "{path} imports `{import}`, which evhost does not provide (plugins may import \
-         evhost:plugin/{{emit,state,log,config}}@0.1.0 and WASI 0.2): {detail}"
+         evhost:plugin/{{emit,state,log,config,retry}}@0.1.0 and WASI 0.2, wasi:http included): {detail}"
     )]
     UnsupportedImport {
         path: String,
@@ -336,6 +336,7 @@ impl Runtime {
             max_emits_per_call: 0,
             interrupt: self.interrupt.clone(),
             pool: self.pool_setting.clone(),
+            outbound: self.outbound.clone(),
         });
         let mut store = new_store(&self.engine, scope, limits.memory);
         // As for calls: a Rust guest's panic message arrives on stderr, and the

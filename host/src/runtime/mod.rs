@@ -13,6 +13,7 @@ mod context;
 mod host;
 mod instance;
 mod loader;
+mod outbound;
 mod state;
 mod stdio;
 
@@ -32,6 +33,9 @@ use self::context::CallState;
 pub use self::instance::{CallError, Failure, Instance, LimitHit};
 pub use self::loader::{
     LoadError, LoadedPlugin, NativeHandler, Origin, PluginInfo, RetryPolicy, Subscription,
+};
+pub use self::outbound::{
+    HttpGrant, HttpLimits, OutboundMetrics, OutboundShared, RefusalReason as HttpRefusal,
 };
 pub use self::state::{MemoryState, StateStore};
 use crate::event::Event;
@@ -143,6 +147,9 @@ pub struct Grants {
     emit: EmitGrant,
     /// May use the `state` interface.
     pub state: bool,
+    /// Which URLs `wasi:http/outgoing-handler` may request, and the per-call
+    /// limits; the default allows none.
+    pub http: HttpGrant,
     /// Where these grants are set: a refusal tells the operator where to grant.
     source: GrantSource,
 }
@@ -169,6 +176,7 @@ impl Grants {
         Ok(Grants {
             emit: EmitGrant::new(emit_patterns)?,
             state,
+            http: HttpGrant::default(),
             source: GrantSource::Unspecified,
         })
     }
@@ -176,6 +184,11 @@ impl Grants {
     /// Everything: emit any type and use state.
     pub fn all() -> Self {
         Grants::new(vec!["*".into()], true).unwrap_or_default()
+    }
+
+    /// The same grants, with `http` as the outbound HTTP grant.
+    pub fn with_http(self, http: HttpGrant) -> Self {
+        Grants { http, ..self }
     }
 
     /// The same grants, set in `source`.
@@ -272,6 +285,8 @@ pub struct Runtime {
     interrupt: Arc<std::sync::atomic::AtomicBool>,
     /// `PoolConfig::describe_instances`, shared by every store.
     pool_setting: Arc<str>,
+    /// Outbound HTTP's instruments and the daemon's address, shared by every store.
+    outbound: Arc<OutboundShared>,
 }
 
 /// Errors setting up the runtime itself.
@@ -317,6 +332,10 @@ impl Runtime {
             .map_err(|e| RuntimeError::Engine(e.to_string()))?;
         bindings::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        // Linked for every plugin (a default componentize-js build imports it);
+        // each request passes `outbound::OutboundHooks` or is refused.
+        wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)
+            .map_err(|e| RuntimeError::Engine(e.to_string()))?;
 
         let cache = match &config.cache_dir {
             Some(dir) => Some(
@@ -337,6 +356,7 @@ impl Runtime {
             stats: CacheStats::default(),
             interrupt: Arc::default(),
             pool_setting,
+            outbound: Arc::default(),
         })
     }
 
@@ -350,6 +370,17 @@ impl Runtime {
 
     pub fn cache_stats(&self) -> &CacheStats {
         &self.stats
+    }
+
+    /// The instruments of plugins' outbound HTTP, for `/metrics`.
+    pub fn outbound_metrics(&self) -> &OutboundMetrics {
+        &self.outbound.metrics
+    }
+
+    /// The daemon's API address: plugins' requests to it are refused unless
+    /// their allowlist names it. Set once; later calls are ignored.
+    pub fn set_daemon_address(&self, addr: std::net::SocketAddr) {
+        let _ = self.outbound.daemon.set(addr);
     }
 
     /// A consumer's instance of `plugin`; instantiated lazily on the first call.

@@ -6,7 +6,10 @@ use serde::de::DeserializeOwned;
 
 use super::{TEST_TIME, next_test_id};
 use crate::host::Host;
-use crate::{Context, Event, HandlerError, Level, OutgoingEvent, RetryPolicy, topic_for_type};
+use crate::{
+    Context, Event, HandlerError, HttpError, HttpRequest, HttpResponse, Level, OutgoingEvent,
+    RetryPolicy, topic_for_type,
+};
 
 /// An in-memory stand-in for the daemon, for one plugin.
 ///
@@ -36,6 +39,10 @@ pub struct TestHost {
     logs: Vec<LogLine>,
     /// Next offset per topic of committed emits.
     offsets: BTreeMap<String, u64>,
+    /// Answers [`Context::http`]; `None` refuses every request.
+    http: Option<Responder>,
+    /// Every request sent, in order, failed calls included (it was sent).
+    http_sent: Vec<HttpRequest>,
     /// Set by [`with_sidecar`](Self::with_sidecar): the operator's grants,
     /// enforced as the daemon enforces them. `None` grants everything.
     #[cfg(not(target_family = "wasm"))]
@@ -49,6 +56,20 @@ struct SidecarGrants {
     emit: crate::sidecar::EmitGrant,
     state: bool,
     file: std::path::PathBuf,
+}
+
+/// What answers one request in a test.
+type Respond = dyn Fn(&HttpRequest) -> Result<HttpResponse, HttpError> + Send + Sync;
+
+/// The function that answers a test's HTTP requests.
+#[derive(Clone)]
+#[cfg_attr(target_family = "wasm", allow(dead_code))]
+struct Responder(std::sync::Arc<Respond>);
+
+impl fmt::Debug for Responder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Responder")
+    }
 }
 
 /// The outcome of [`TestHost::deliver_with_retries`].
@@ -122,6 +143,8 @@ impl TestHost {
             emitted: Vec::new(),
             logs: Vec::new(),
             offsets: BTreeMap::new(),
+            http: None,
+            http_sent: Vec::new(),
             #[cfg(not(target_family = "wasm"))]
             grants: None,
         }
@@ -186,6 +209,47 @@ impl TestHost {
             file: path.to_owned(),
         });
         self
+    }
+
+    /// Answers the handler's [`Context::http`] requests with `respond`, as
+    /// a granted server would; without it every request is refused, as the
+    /// daemon does without an `http` grant.
+    ///
+    /// ```
+    /// use evhost_sdk::{HttpRequest, HttpResponse};
+    /// use evhost_sdk::testing::{TestEvent, TestHost};
+    ///
+    /// let mut host = TestHost::new().with_http(|req| Ok(HttpResponse::new(if req.method == "GET" { 200 } else { 405 })));
+    /// host.deliver(|e, cx| {
+    ///     assert_eq!(cx.http(e, HttpRequest::get("http://h/"))?.status, 200);
+    ///     Ok(())
+    /// }, TestEvent::new("a.b")).unwrap();
+    ///
+    /// let mut bare = TestHost::new();
+    /// let err = bare.deliver(|e, cx| { cx.http(e, HttpRequest::get("http://h/"))?; Ok(()) }, TestEvent::new("a.b"));
+    /// assert!(err.unwrap_err().is_reject());
+    /// ```
+    pub fn with_http<F>(mut self, respond: F) -> Self
+    where
+        F: Fn(&HttpRequest) -> Result<HttpResponse, HttpError> + Send + Sync + 'static,
+    {
+        self.http = Some(Responder(std::sync::Arc::new(respond)));
+        self
+    }
+
+    /// Every HTTP request the handler sent, oldest first, with the headers
+    /// the SDK added (`Idempotency-Key`).
+    ///
+    /// ```
+    /// use evhost_sdk::{HttpRequest, HttpResponse};
+    /// use evhost_sdk::testing::{TestEvent, TestHost};
+    ///
+    /// let mut host = TestHost::new().with_http(|_| Ok(HttpResponse::new(204)));
+    /// host.deliver(|e, cx| { cx.http(e, HttpRequest::post("http://h/x"))?; Ok(()) }, TestEvent::new("a.b")).unwrap();
+    /// assert_eq!(host.http_requests()[0].url, "http://h/x");
+    /// ```
+    pub fn http_requests(&self) -> &[HttpRequest] {
+        &self.http_sent
     }
 
     /// Names the plugin; emitted events get `source` `evhost://plugin/NAME`.
@@ -275,6 +339,8 @@ impl TestHost {
             #[cfg(not(target_family = "wasm"))]
             grants: self.grants.as_ref(),
             refused: None,
+            http: self.http.as_ref(),
+            http_sent: &mut self.http_sent,
         };
         let result = handler(&event, &mut Context::new(&mut call));
         let CallHost {
@@ -440,6 +506,11 @@ struct CallHost<'a> {
     grants: Option<&'a SidecarGrants>,
     /// The first refused grant of the call.
     refused: Option<String>,
+    // Read by `Host::http`, which a component does not have.
+    #[cfg_attr(target_family = "wasm", allow(dead_code))]
+    http: Option<&'a Responder>,
+    #[cfg_attr(target_family = "wasm", allow(dead_code))]
+    http_sent: &'a mut Vec<HttpRequest>,
 }
 
 impl CallHost<'_> {
@@ -580,6 +651,19 @@ impl Host for CallHost<'_> {
             .iter()
             .map(|(key, value)| (key.clone(), value.clone()))
             .collect()
+    }
+
+    #[cfg(not(target_family = "wasm"))]
+    fn http(&mut self, request: &HttpRequest) -> Result<HttpResponse, HttpError> {
+        let Some(respond) = self.http else {
+            return Err(HttpError::refused(format!(
+                "plugin `{}` may not request {} {}: it has no `http` grant \
+                 (TestHost::with_http answers requests)",
+                self.plugin_name, request.method, request.url
+            )));
+        };
+        self.http_sent.push(request.clone());
+        (respond.0)(request)
     }
 }
 

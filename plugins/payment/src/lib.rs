@@ -1,15 +1,18 @@
-//! `payment`: takes or declines the payment of an order.
+//! `payment`: charges an order at the payment gateway.
 //!
 //! On `payment.requested` `{orderId, customerId, amount, currency, cardToken?}`
-//! it emits `payment.processed` `{orderId, paymentId, amount, currency}` or
-//! `payment.failed` `{orderId, reason, amount, currency}`. The rule stands in
-//! for a card processor: an amount over the operator's `limit` (config, default
-//! 1000) or a card token listed in `declined-cards` (config, comma-separated,
-//! default `tok_declined`) fails.
+//! it calls the gateway (`POST {gateway}/charge`, config `gateway`, granted
+//! under `[grants] http` in the sidecar) and emits `payment.processed`
+//! `{orderId, paymentId, amount, currency}` on `200`, or `payment.failed`
+//! `{orderId, reason, amount, currency}` on `402` (declined by the gateway).
+//! Any other answer goes through the SDK's status mapping: `5xx` and `429`
+//! are retried with backoff (`Retry-After` honoured), other `4xx` rejected.
 //!
-//! State: `payment/<orderId>`, the outcome. A payment is charged at most once
-//! per order: a second request for the same order, under any event id, is
-//! answered with nothing (the first outcome is already in the log).
+//! A charge is a side effect outside the log's transaction, so a retried
+//! call may charge again; the SDK's `Idempotency-Key` (the event id, the same
+//! on every attempt) lets the gateway apply it once. State
+//! `payment/<orderId>` holds the outcome: a second request for the same
+//! order, under any event id, is answered with nothing.
 
 use evhost_sdk::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -21,13 +24,8 @@ evhost_sdk::plugin!(
     handler = handle,
 );
 
-/// Config: the largest amount that is paid.
-pub const LIMIT: &str = "limit";
-/// Config: card tokens that are declined, comma-separated.
-pub const DECLINED_CARDS: &str = "declined-cards";
-
-const DEFAULT_LIMIT: f64 = 1000.0;
-const DEFAULT_DECLINED: &str = "tok_declined";
+/// Config: the gateway's base URL, e.g. `http://127.0.0.1:9000`.
+pub const GATEWAY: &str = "gateway";
 
 /// The state key of `order`'s payment outcome.
 pub fn payment_key(order: &str) -> String {
@@ -50,12 +48,25 @@ pub enum Outcome {
 #[serde(rename_all = "camelCase")]
 struct PaymentRequested {
     order_id: String,
-    /// Carried through verbatim (`12` stays `12`, not `12.0`); compared as `f64`.
+    /// Carried through verbatim (`12` stays `12`, not `12.0`).
     amount: Number,
     #[serde(default = "default_currency")]
     currency: String,
     #[serde(default)]
     card_token: Option<String>,
+}
+
+/// The gateway's `200` answer.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Charged {
+    payment_id: String,
+}
+
+/// The gateway's `402` answer.
+#[derive(Debug, Deserialize)]
+struct Declined {
+    reason: String,
 }
 
 fn default_currency() -> String {
@@ -84,7 +95,7 @@ fn handle(event: &Event, cx: &mut Context) -> Result<(), HandlerError> {
         return Ok(());
     }
 
-    let outcome = decide(cx, &request)?;
+    let outcome = charge(event, cx, &request)?;
     let out = match &outcome {
         Outcome::Processed { payment_id, amount } => OutgoingEvent::new("payment.processed")
             .id(format!("{order}:payment.processed"))
@@ -117,43 +128,37 @@ fn handle(event: &Event, cx: &mut Context) -> Result<(), HandlerError> {
     Ok(())
 }
 
-fn decide(cx: &mut Context, request: &PaymentRequested) -> Result<Outcome, HandlerError> {
-    let limit = match cx.config(LIMIT) {
-        None => DEFAULT_LIMIT,
-        Some(text) => text
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .filter(|l| l.is_finite() && *l >= 0.0)
-            .ok_or_else(|| {
-                HandlerError::reject(format!("config {LIMIT}: {text:?} is not an amount"))
-            })?,
+/// Asks the gateway; `402` is a decision (declined), not an error.
+fn charge(
+    event: &Event,
+    cx: &mut Context,
+    request: &PaymentRequested,
+) -> Result<Outcome, HandlerError> {
+    let Some(gateway) = cx.config(GATEWAY) else {
+        return Err(HandlerError::reject(format!(
+            "config `{GATEWAY}` (the payment gateway's URL) is not set"
+        )));
     };
-    let declined = cx.config_or(DECLINED_CARDS, DEFAULT_DECLINED);
+    let url = format!("{}/charge", gateway.trim_end_matches('/'));
+    let body = serde_json::json!({
+        "orderId": request.order_id,
+        "amount": request.amount,
+        "currency": request.currency,
+        "cardToken": request.card_token,
+    });
+    let response = cx.http(event, HttpRequest::post(url).json(&body)?)?;
     let amount = request.amount.clone();
-    let value = amount.as_f64().unwrap_or(f64::INFINITY);
-    let card_declined = request
-        .card_token
-        .as_deref()
-        .is_some_and(|token| declined.split(',').any(|d| d.trim() == token));
-    Ok(if card_declined {
-        Outcome::Failed {
-            reason: "card declined".to_owned(),
+    if response.status == 402 {
+        let declined: Declined = response.json()?;
+        return Ok(Outcome::Failed {
+            reason: declined.reason,
             amount,
-        }
-    } else if value > limit {
-        Outcome::Failed {
-            reason: format!(
-                "amount {amount} {} is over the limit of {limit}",
-                request.currency
-            ),
-            amount,
-        }
-    } else {
-        Outcome::Processed {
-            payment_id: format!("pay-{}", request.order_id),
-            amount,
-        }
+        });
+    }
+    let charged: Charged = response.error_for_status()?.json()?;
+    Ok(Outcome::Processed {
+        payment_id: charged.payment_id,
+        amount,
     })
 }
 
@@ -174,6 +179,26 @@ mod tests {
             .build()
     }
 
+    /// A gateway that declines `tok_declined` and charges everything else.
+    fn gateway(req: &HttpRequest) -> Result<HttpResponse, HttpError> {
+        let body: Value = serde_json::from_slice(req.body.as_deref().unwrap_or_default()).unwrap();
+        Ok(if body["cardToken"] == "tok_declined" {
+            HttpResponse::new(402).body(r#"{"reason":"card declined"}"#)
+        } else {
+            HttpResponse::new(200).body(format!(
+                r#"{{"paymentId":"pay-{}"}}"#,
+                body["orderId"].as_str().unwrap()
+            ))
+        })
+    }
+
+    fn shop() -> TestHost {
+        TestHost::new()
+            .with_plugin_name("payment")
+            .with_config(GATEWAY, "http://gw:9000/")
+            .with_http(gateway)
+    }
+
     #[test]
     fn describes_its_subscription() {
         assert_eq!(
@@ -183,8 +208,8 @@ mod tests {
     }
 
     #[test]
-    fn a_payable_order_is_processed_in_the_same_flow() {
-        let mut host = TestHost::new().with_plugin_name("payment");
+    fn a_charged_order_is_processed_in_the_same_flow() {
+        let mut host = shop();
         let event = requested("o-1", 99.5, Some("tok_visa"));
         host.deliver(handle, &event).unwrap();
         let [paid] = host.emitted() else {
@@ -200,11 +225,22 @@ mod tests {
             data,
             json!({"orderId": "o-1", "paymentId": "pay-o-1", "amount": 99.5, "currency": "EUR"})
         );
+        let [sent] = host.http_requests() else {
+            panic!("one request expected")
+        };
+        assert_eq!(
+            (sent.method.as_str(), sent.url.as_str()),
+            ("POST", "http://gw:9000/charge")
+        );
+        assert_eq!(
+            sent.header_value("idempotency-key"),
+            Some(event.id.as_str())
+        );
     }
 
     #[test]
-    fn a_declined_card_fails() {
-        let mut host = TestHost::new();
+    fn a_card_the_gateway_declines_fails_with_its_reason() {
+        let mut host = shop();
         host.deliver(handle, requested("o-2", 10.0, Some("tok_declined")))
             .unwrap();
         let failed = &host.emitted()[0];
@@ -216,40 +252,40 @@ mod tests {
     }
 
     #[test]
-    fn an_amount_over_the_limit_fails_and_the_limit_is_configurable() {
-        let mut host = TestHost::new();
-        host.deliver(handle, requested("o-3", 1000.01, None))
-            .unwrap();
-        let data: Value = host.emitted()[0].data_json().unwrap();
-        assert_eq!(host.emitted()[0].ty, "payment.failed");
-        assert!(
-            data["reason"]
-                .as_str()
-                .unwrap()
-                .contains("over the limit of 1000")
-        );
-
-        let mut generous = TestHost::new()
-            .with_config(LIMIT, "5000")
-            .with_config(DECLINED_CARDS, "tok_stolen, tok_expired");
-        generous
-            .deliver(handle, requested("o-3", 1000.01, Some("tok_declined")))
-            .unwrap();
-        generous
-            .deliver(handle, requested("o-4", 1.0, Some("tok_expired")))
-            .unwrap();
-        let types: Vec<&str> = generous.emitted().iter().map(|e| e.ty.as_str()).collect();
-        assert_eq!(types, ["payment.processed", "payment.failed"]);
+    fn an_outage_is_retried_with_the_same_key_and_a_429_waits_its_retry_after() {
+        let calls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let seen = calls.clone();
+        let mut host = shop().with_http(move |req| {
+            match seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed) {
+                0 => Ok(HttpResponse::new(503)),
+                1 => Ok(HttpResponse::new(429).header("Retry-After", "7")),
+                _ => gateway(req),
+            }
+        });
+        let event = requested("o-3", 5, None);
+        let err = host.deliver(handle, &event).unwrap_err();
+        assert!(err.is_retry() && err.retry_after().is_none(), "{err}");
+        let err = host.deliver(handle, &event).unwrap_err();
+        assert_eq!(err.retry_after(), Some(std::time::Duration::from_secs(7)));
+        host.deliver(handle, &event).unwrap();
+        assert_eq!(host.emitted()[0].ty, "payment.processed");
+        let keys: Vec<_> = host
+            .http_requests()
+            .iter()
+            .map(|r| r.header_value("idempotency-key").unwrap())
+            .collect();
+        assert_eq!(keys, [event.id.as_str(); 3]);
     }
 
     #[test]
     fn an_order_is_charged_at_most_once() {
-        let mut host = TestHost::new();
+        let mut host = shop();
         let event = requested("o-5", 20, None);
         host.deliver(handle, &event).unwrap();
         host.deliver(handle, &event).unwrap();
         host.deliver(handle, requested("o-5", 20, None)).unwrap();
         assert_eq!(host.emitted().len(), 1);
+        assert_eq!(host.http_requests().len(), 1);
         assert_eq!(
             host.state_json::<Outcome>(&payment_key("o-5")),
             Some(Outcome::Processed {
@@ -260,18 +296,31 @@ mod tests {
     }
 
     #[test]
-    fn bad_requests_and_a_bad_limit_are_rejected() {
-        let mut host = TestHost::new();
+    fn bad_requests_a_4xx_and_a_missing_gateway_are_rejected() {
+        let mut host = shop();
         let negative = requested("o-6", -1, None);
         assert!(host.deliver(handle, negative).unwrap_err().is_reject());
         let no_amount = TestEvent::new("payment.requested").json(&json!({"orderId": "o-7"}));
         assert!(host.deliver(handle, no_amount).unwrap_err().is_reject());
-        let mut bad = TestHost::new().with_config(LIMIT, "lots");
-        let err = bad
+        let mut unset = TestHost::new().with_http(gateway);
+        let err = unset
             .deliver(handle, requested("o-8", 1.0, None))
             .unwrap_err();
-        assert!(err.is_reject() && err.message().contains("limit"), "{err}");
-        assert!(host.emitted().is_empty() && bad.emitted().is_empty());
-        assert!(bad.state_keys().is_empty());
+        assert!(err.is_reject() && err.message().contains(GATEWAY), "{err}");
+        let mut refusing = shop().with_http(|_| Ok(HttpResponse::new(400).body("bad card")));
+        let err = refusing
+            .deliver(handle, requested("o-9", 1.0, None))
+            .unwrap_err();
+        assert!(
+            err.is_reject() && err.message().contains("bad card"),
+            "{err}"
+        );
+        let mut ungranted = TestHost::new().with_config(GATEWAY, "http://gw");
+        let err = ungranted
+            .deliver(handle, requested("o-10", 1.0, None))
+            .unwrap_err();
+        assert!(err.is_reject() && err.message().contains("grant"), "{err}");
+        assert!(host.emitted().is_empty() && refusing.emitted().is_empty());
+        assert!(refusing.state_keys().is_empty());
     }
 }

@@ -255,6 +255,14 @@ pub(super) fn judge(
         Verdict::Park { kind, message }
     } else {
         let delay = backoff::delay_for_attempt(&policy, d.counted.max(1), fastrand::f64());
+        // The guest's `retry-after` (a server's Retry-After): at least that
+        // long, within the policy's cap.
+        let delay = match (&error.failure, error.retry_after_ms) {
+            (Failure::Retry(_), Some(ms)) => {
+                delay.max(Duration::from_millis(u64::from(ms)).min(policy.max_backoff))
+            }
+            _ => delay,
+        };
         // The failures so far; bumped again just before the next call (see
         // `pre_call`), so a host that dies during that call still counts it.
         let record = AttemptRecord {

@@ -3,6 +3,7 @@
 mod config;
 mod emit;
 mod log;
+mod retry;
 mod state;
 
 impl super::bindings::evhost::plugin::types::Host for super::context::CallState {}
