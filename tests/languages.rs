@@ -314,3 +314,63 @@ fn a_new_js_project_passes_its_test_builds_and_its_test_host_enforces_the_sideca
         "{out}"
     );
 }
+
+/// A JavaScript component built with componentize-js's defaults imports
+/// `wasi:http` (StarlingMonkey's fetch); the host links it for every plugin, so
+/// such a component loads and runs (its requests would be refused without an
+/// `http` grant).
+#[test]
+fn a_default_built_javascript_component_with_wasi_http_imports_loads_and_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let source = support::workspace_root().join("tests/fixtures/js-default/app.js");
+    let wasm = plugins.join("js-default.wasm");
+    let (ok, out) = run_in(
+        dir.path(),
+        Command::new(languages::jco())
+            .arg("componentize")
+            .arg(&source)
+            .arg("--wit")
+            .arg(support::workspace_root().join("wit"))
+            .arg("--world-name=plugin")
+            .arg("-o")
+            .arg(&wasm),
+    );
+    assert!(ok, "jco componentize with its defaults: {out}");
+    let described = check(&wasm);
+    let imports = described.to_string();
+    assert!(
+        imports.contains("wasi:http/outgoing-handler"),
+        "a default build imports wasi:http: {described}"
+    );
+
+    let d = Daemon::start(
+        &dir.path().join("data"),
+        Options {
+            plugins: Some(plugins),
+            ..Options::default()
+        },
+    );
+    let (status, body) = d.post(
+        "/v1/topics/js-events/events",
+        "application/cloudevents+json",
+        &event("js.ping", json!({})).to_string(),
+    );
+    assert_eq!(status, 201, "{body}");
+    let id = body["events"][0]["id"].as_str().unwrap().to_owned();
+    assert!(
+        support::wait_for(DEADLINE, || d
+            .stdout()
+            .iter()
+            .chain(d.stderr().iter())
+            .any(|l| l.contains(&format!("js-default handled {id}")))),
+        "the default-built component handled the event\nstdout: {:?}\nstderr: {:?}",
+        d.stdout(),
+        d.stderr()
+    );
+    let plugins = d.get("/v1/plugins").1;
+    let entry = &plugins["plugins"][0];
+    assert_eq!(entry["name"], "js-default", "{plugins}");
+    assert_eq!(entry["state"], "running", "{plugins}");
+}
