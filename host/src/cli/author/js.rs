@@ -88,7 +88,7 @@ pub fn scaffold(dir: &Path, name: &str) -> anyhow::Result<()> {
         SDK.iter()
             .map(|(rel, text)| ((*rel).to_owned(), (*text).to_owned())),
     );
-    lang::write_files(dir, &files)
+    super::write_files(dir, &files)
 }
 
 /// Builds the project's `main` module (`app.js`, which exports `plugin`)

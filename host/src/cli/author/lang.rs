@@ -53,25 +53,3 @@ pub fn run(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
     let tail = lines[lines.len().saturating_sub(40)..].join("\n");
     bail!("{what} failed ({}):\n{tail}", out.status)
 }
-
-/// Writes `files` (relative path, contents) under `dir`, which must be empty
-/// or not exist yet.
-pub fn write_files(dir: &Path, files: &[(String, String)]) -> anyhow::Result<()> {
-    if dir.exists()
-        && std::fs::read_dir(dir)
-            .with_context(|| format!("cannot read {}", dir.display()))?
-            .next()
-            .is_some()
-    {
-        bail!("{} is not empty", dir.display());
-    }
-    for (rel, text) in files {
-        let path = dir.join(rel);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create {}", parent.display()))?;
-        }
-        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    Ok(())
-}

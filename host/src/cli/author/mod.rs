@@ -114,7 +114,7 @@ pub fn new_project(
 }
 
 /// Writes `files` (relative path, text) under `dir`, creating directories.
-pub(crate) fn write_files(dir: &Path, files: &[(&str, String)]) -> anyhow::Result<()> {
+pub(crate) fn write_files(dir: &Path, files: &[(impl AsRef<Path>, String)]) -> anyhow::Result<()> {
     for (rel, text) in files {
         let path = dir.join(rel);
         if let Some(parent) = path.parent() {

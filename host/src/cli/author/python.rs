@@ -65,7 +65,7 @@ pub fn scaffold(dir: &Path, name: &str) -> anyhow::Result<()> {
         SDK.iter()
             .map(|(rel, text)| ((*rel).to_owned(), (*text).to_owned())),
     );
-    lang::write_files(dir, &files)
+    super::write_files(dir, &files)
 }
 
 /// Builds `dir/app.py` into `dir/build/app.wasm` with the componentize-py
@@ -165,7 +165,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn scaffold_writes_the_project_and_the_sdk_and_refuses_a_full_dir() {
+    fn scaffold_writes_the_project_and_the_sdk_and_new_refuses_a_full_dir() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("invoice-ledger");
         scaffold(&dir, "invoice-ledger").unwrap();
@@ -183,7 +183,10 @@ mod tests {
         for (rel, _) in SDK {
             assert!(dir.join(rel).is_file(), "{rel}");
         }
-        assert!(scaffold(&dir, "invoice-ledger").is_err());
+        // `evhost new` refuses a directory that is not empty.
+        let again =
+            super::super::new_project("invoice-ledger", &dir, super::super::Lang::Python, None);
+        assert!(again.unwrap_err().to_string().contains("not empty"));
     }
 
     #[test]
