@@ -193,6 +193,16 @@ pub(super) async fn call_and_commit(
                 }
                 return Err(Stop::Log(e));
             }
+            ErrorClass::Conflict if d.place == Place::InLine => {
+                // The committed offset is not what this consumer read (another commit
+                // finished the event, or the consumer's view was stale): drop the effects
+                // and go on from the committed offset. The call returned, so taking the
+                // event again is not another attempt (see `careful`).
+                tracing::info!(plugin = %group, event_id = %d.event.event.id, "the committed offset moved ({e}); this call's effects are dropped");
+                *ctx.survived.lock().unwrap_or_else(PoisonError::into_inner) =
+                    Some((d.event.position.clone(), d.counted + 1));
+                return Err(Stop::Conflict(e));
+            }
             ErrorClass::Conflict => {
                 tracing::info!(plugin = %group, event_id = %d.event.event.id, "another commit finished the event first ({e}); this call's effects are dropped");
             }
