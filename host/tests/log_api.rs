@@ -746,6 +746,7 @@ fn a_commit_with_one_invalid_part_is_refused_whole<L: Backend>() {
                 first_failure: None,
                 last_failure: None,
                 last_error: None,
+                started_by: None,
             }),
         }],
         dead_letter: Some(record),
@@ -813,6 +814,7 @@ fn a_consumer_commit_writes_all_its_parts_together<L: Backend>() {
             kind: FailureKind::Trap,
             message: "unreachable".into(),
         }),
+        started_by: None,
     };
     let commit = ConsumerCommit {
         group: "billing".into(),
@@ -1566,6 +1568,7 @@ fn replay_of(letter: DeadLetterId, tag: &str) -> ConsumerCommit {
                 first_failure: None,
                 last_failure: None,
                 last_error: None,
+                started_by: None,
             }),
         }],
         resolve_dead_letter: Some(letter),
@@ -1802,6 +1805,7 @@ fn a_commit_requiring_a_gone_state_entry_is_refused_whole<L: Backend>() {
         first_failure: None,
         last_failure: None,
         last_error: None,
+        started_by: None,
     };
     h.log
         .commit(ConsumerCommit {

@@ -65,6 +65,8 @@ struct State {
     releasing: BTreeSet<LeaseKey>,
     leases_seen: HashMap<LeaseKey, Observed>,
     members_seen: HashMap<String, Observed>,
+    /// The members taken for live at the last round (this daemon included).
+    live: BTreeSet<String>,
 }
 
 #[derive(Default)]
@@ -126,12 +128,12 @@ impl Coordinator {
     /// [`Coordinator::shutdown`]; `None` for a log this daemon works alone.
     pub fn start(log: Arc<dyn EventLog>, settings: LeaseSettings) -> Option<Arc<Self>> {
         log.leases()?;
-        let id = format!(
-            "{}-{}-{}",
-            hostname(),
-            std::process::id(),
-            &uuid::Uuid::now_v7().simple().to_string()[20..]
-        );
+        // One per process in a daemon; tests run several dispatchers in one process.
+        static STARTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let id = match STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) {
+            0 => super::incarnation().to_owned(),
+            n => format!("{}.{n}", super::incarnation()),
+        };
         let coordinator = Arc::new(Coordinator {
             log,
             id,
@@ -327,7 +329,18 @@ impl Coordinator {
             .map(|m| m.id.clone())
             .collect();
         live.insert(self.id.clone());
+        state.live = live.clone();
         live
+    }
+
+    /// This daemon's member id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Whether member `id` was live at the last round.
+    pub fn is_live(&self, id: &str) -> bool {
+        id == self.id || lock(&self.state).live.contains(id)
     }
 
     fn plan(
@@ -429,17 +442,4 @@ async fn run(coordinator: Arc<Coordinator>) {
             _ = stop.wait_for(|s| *s) => return,
         }
     }
-}
-
-fn hostname() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/etc/hostname")
-                .ok()
-                .map(|h| h.trim().to_owned())
-        })
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "evhost".into())
 }

@@ -45,6 +45,33 @@ use crate::event::Position;
 use crate::log::{DeadLetterId, EventLog, FailureKind, LogError};
 use crate::runtime::{Grants, Limits, LoadedPlugin, RetryPolicy, Runtime, Subscription};
 
+/// This daemon process's id (`HOST-PID-RANDOM`): its member id on a shared log, and the
+/// maker named in the attempt records it writes before a call.
+pub(crate) fn incarnation() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        format!(
+            "{}-{}-{}",
+            hostname(),
+            std::process::id(),
+            &uuid::Uuid::now_v7().simple().to_string()[20..]
+        )
+    })
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "evhost".into())
+}
+
 /// Dispatcher-wide settings.
 #[derive(Debug, Clone)]
 pub struct DispatchConfig {

@@ -533,7 +533,7 @@ async fn run(env: Env, handle: SupervisorHandle, mut stop: watch::Receiver<bool>
                         seek: handle.shared.seeks.subscribe(),
                         lease: lease.clone(),
                         committed: std::sync::atomic::AtomicU64::new(0),
-                        survived: Mutex::new(None),
+                        coordinator: coordinator.clone(),
                     };
                     let task = tokio::spawn(consumer::run(ctx));
                     consumers.insert(

@@ -160,6 +160,11 @@ pub struct AttemptRecord {
     pub first_failure: Option<SystemTime>,
     pub last_failure: Option<SystemTime>,
     pub last_error: Option<Failure>,
+    /// The daemon process that counted the last attempt before making its call (set by the
+    /// pre-call record, cleared by a record written after a call returned). While that
+    /// process lives, the attempt did not take a host down: a consumer taking the event
+    /// again (after a lease moved, a log error, a stale view) does not count it twice.
+    pub started_by: Option<String>,
 }
 
 /// Why a call failed, as the dead-letter store and the attempt record keep it.

@@ -159,6 +159,11 @@ impl<'a> Dec<'a> {
         LogError::Corrupt(format!("{} at byte {}: {why}", self.what, self.pos))
     }
 
+    /// Whether every byte was consumed.
+    pub(crate) fn at_end(&self) -> bool {
+        self.pos == self.buf.len()
+    }
+
     /// Fails unless every byte was consumed (trailing garbage is damage, not slack).
     pub(crate) fn end(&self) -> Result<(), LogError> {
         if self.pos == self.buf.len() {
@@ -566,6 +571,10 @@ pub(crate) fn encode_attempts(record: &AttemptRecord) -> Vec<u8> {
             enc.str(&failure.message);
         }
     }
+    // Appended last and only when set: records written before it existed decode as `None`.
+    if let Some(by) = &record.started_by {
+        enc.str(by);
+    }
     enc.finish()
 }
 
@@ -581,12 +590,18 @@ pub(crate) fn decode_attempts(buf: &[u8]) -> Result<AttemptRecord, LogError> {
             message: dec.string()?,
         }),
     };
+    let started_by = if dec.at_end() {
+        None
+    } else {
+        Some(dec.string()?)
+    };
     dec.end()?;
     Ok(AttemptRecord {
         attempts,
         first_failure,
         last_failure,
         last_error,
+        started_by,
     })
 }
 
@@ -787,6 +802,26 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn an_attempt_records_maker_is_kept_and_older_records_read_without_one() {
+        let without = AttemptRecord {
+            attempts: 2,
+            first_failure: None,
+            last_failure: None,
+            last_error: None,
+            started_by: None,
+        };
+        let with = AttemptRecord {
+            started_by: Some("host-42-abc".into()),
+            ..without.clone()
+        };
+        assert_eq!(decode_attempts(&encode_attempts(&with)).unwrap(), with);
+        // A record without a maker is encoded as before the field existed.
+        let old = encode_attempts(&without);
+        assert_eq!(decode_attempts(&old).unwrap(), without);
+        assert!(encode_attempts(&with).starts_with(&old[..old.len()]));
+    }
+
+    #[test]
     fn dead_letters_and_attempts_round_trip() {
         let t1 = UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789);
         let t2 = t1 + Duration::from_millis(1500);
@@ -822,6 +857,7 @@ pub(crate) mod tests {
                     kind,
                     message: "nope".into(),
                 }),
+                started_by: None,
             };
             assert_eq!(
                 decode_attempts(&encode_attempts(&attempts)).unwrap(),
@@ -878,6 +914,7 @@ pub(crate) mod tests {
                 kind: FailureKind::Timeout,
                 message: "nope".into(),
             }),
+            started_by: None,
         };
         golden(
             "attempt record",
@@ -1069,6 +1106,7 @@ pub(crate) mod tests {
                 kind: FailureKind::Timeout,
                 message: "nope".into(),
             }),
+            started_by: None,
         };
         let mut topic = Enc::record();
         topic.uint(7);

@@ -4,7 +4,7 @@
 //! consumer starts with `batch_size` events on this path, and every breaker
 //! probe takes it.
 
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 
 use super::super::breaker::Ticket;
 use super::aside::{self, SetAside};
@@ -19,36 +19,27 @@ pub(super) async fn handle(
     event: Arc<StoredEvent>,
     ticket: Ticket,
 ) -> Result<Worker, Stop> {
-    let record = ctx.log.attempts(ctx.group(), &event.position).await?;
-    let survived = ctx
-        .survived
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .take();
-    // This consumer's own last call of the event returned and only its commit failed: that
-    // attempt is recorded already and did not take the host down.
-    let again = survived.is_some_and(|(position, attempts)| {
-        position == event.position && record.as_ref().map(|r| r.attempts) == Some(attempts)
-    });
-    let d = if again {
-        let mut d = Delivery::resumed(event, Place::InLine, record.as_ref());
-        d.number -= 1;
-        d.counted -= 1;
-        d
-    } else {
-        Delivery::resumed(event, Place::InLine, record.as_ref())
-    };
+    let mut record = ctx.log.attempts(ctx.group(), &event.position).await?;
+    // The last counted attempt was made by a process that still runs (this one after a
+    // log error or a stale view, another daemon that lost the lease): its call did not take
+    // a host down, so it is taken again, not counted again.
+    let again = record
+        .as_ref()
+        .and_then(|r| r.started_by.as_deref())
+        .is_some_and(|by| ctx.is_alive(by));
+    if again && let Some(r) = record.as_mut() {
+        r.attempts = r.attempts.saturating_sub(1);
+    }
+    let d = Delivery::resumed(event, Place::InLine, record.as_ref());
     let policy = retry_policy(&w.deployment, &ctx.config.default_retry);
-    if !again && d.counted >= policy.max_attempts {
+    if d.counted >= policy.max_attempts {
         // Every earlier attempt was recorded and none finished: the host went
         // down during each of them. (No call: the ticket goes back unused.)
         drop(ticket);
         delivery::park_poison_pill(ctx, &w.deployment, &d, record.as_ref()).await?;
         return Ok(w);
     }
-    if !again {
-        delivery::pre_call(ctx, &d.event, record).await?;
-    }
+    delivery::pre_call(ctx, &d.event, record).await?;
     match delivery::call_and_commit(ctx, w, &d, ticket).await? {
         Called::Done(w) => Ok(w),
         Called::Failed(w, error, ticket) if w.non_blocking() => {

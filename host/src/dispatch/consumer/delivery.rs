@@ -10,8 +10,8 @@
 //! unknown topic, ...) can never succeed: the event is parked at once as
 //! `rejected` with the log's reason instead of being retried.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use super::super::breaker::Ticket;
@@ -184,23 +184,13 @@ pub(super) async fn call_and_commit(
         // What the call read moved under it: redo it on fresh state.
         Err(e) if e.state_moved() => return Err(Stop::Conflict(e)),
         Err(e) => match e.class() {
-            ErrorClass::Failed => {
-                if d.place == Place::InLine {
-                    // The call returned: whoever takes the event next need not count it
-                    // as a crash (see `careful`).
-                    *ctx.survived.lock().unwrap_or_else(PoisonError::into_inner) =
-                        Some((d.event.position.clone(), d.counted + 1));
-                }
-                return Err(Stop::Log(e));
-            }
+            ErrorClass::Failed => return Err(Stop::Log(e)),
             ErrorClass::Conflict if d.place == Place::InLine => {
                 // The committed offset is not what this consumer read (another commit
                 // finished the event, or the consumer's view was stale): drop the effects
-                // and go on from the committed offset. The call returned, so taking the
-                // event again is not another attempt (see `careful`).
+                // and go on from the committed offset. (The pre-call record names this
+                // process, so taking the event again is not counted as a crash.)
                 tracing::info!(plugin = %group, event_id = %d.event.event.id, "the committed offset moved ({e}); this call's effects are dropped");
-                *ctx.survived.lock().unwrap_or_else(PoisonError::into_inner) =
-                    Some((d.event.position.clone(), d.counted + 1));
                 return Err(Stop::Conflict(e));
             }
             ErrorClass::Conflict => {
@@ -283,6 +273,7 @@ pub(super) fn judge(
                 kind,
                 message: error.failure.to_string(),
             }),
+            started_by: None,
         };
         Verdict::Again { delay, record }
     };
@@ -317,6 +308,7 @@ pub(super) async fn pre_call(
         first_failure: None,
         last_failure: None,
         last_error: None,
+        started_by: None,
     });
     super::commit(
         ctx,
@@ -325,6 +317,7 @@ pub(super) async fn pre_call(
                 position: event.position.clone(),
                 record: Some(AttemptRecord {
                     attempts: record.attempts + 1,
+                    started_by: Some(ctx.maker()),
                     ..record
                 }),
             }],

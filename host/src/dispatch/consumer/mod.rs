@@ -70,10 +70,28 @@ pub(super) struct ConsumerCtx {
     /// The committed offset as this consumer knows it (read at each round, moved by its
     /// own commits): every offset advance is fenced on it (`OffsetAdvance::from`).
     pub committed: AtomicU64,
-    /// The event whose careful call returned (so the host survived it) but whose commit
-    /// failed, with the attempt count its pre-call record holds: taking it again does not
-    /// count another attempt, which the poison-pill check would take for a crash.
-    pub survived: std::sync::Mutex<Option<(crate::event::Position, u32)>>,
+    /// Who is live on a shared log: an attempt counted by a live daemon did not crash it.
+    pub coordinator: Option<Arc<super::coordinator::Coordinator>>,
+}
+
+impl ConsumerCtx {
+    /// Whether the process that counted an attempt still runs: this one, or a live
+    /// member of the shared log.
+    fn is_alive(&self, by: &str) -> bool {
+        match &self.coordinator {
+            Some(c) => c.is_live(by),
+            None => by == super::incarnation(),
+        }
+    }
+
+    /// Who this consumer says counted an attempt: its member id on a shared log, else
+    /// the process.
+    fn maker(&self) -> String {
+        match &self.coordinator {
+            Some(c) => c.id().to_owned(),
+            None => super::incarnation().to_owned(),
+        }
+    }
 }
 
 /// How a consumer task ended.
