@@ -72,23 +72,21 @@ pub fn detect(dir: &Path) -> bool {
 /// sidecar granting exactly what the handler uses, a README, a
 /// `package.json` pinning the toolchain, and the SDK.
 pub fn scaffold(dir: &Path, name: &str) -> anyhow::Result<()> {
-    let fill = |text: &str| {
-        text.replace("__NAME__", name)
-            .replace("__JCO__", JCO_VERSION)
-    };
-    let mut files: Vec<(String, String)> = vec![
-        ("app.js".into(), fill(template!("app.js"))),
-        ("app.test.js".into(), fill(template!("app.test.js"))),
-        (format!("{name}.toml"), fill(template!("sidecar.toml"))),
-        ("package.json".into(), fill(template!("package.json"))),
-        ("README.md".into(), fill(template!("README.md"))),
-        (".gitignore".into(), template!("gitignore").to_owned()),
+    let templates = [
+        ("app.js".to_owned(), template!("app.js")),
+        ("app.test.js".to_owned(), template!("app.test.js")),
+        (format!("{name}.toml"), template!("sidecar.toml")),
+        ("package.json".to_owned(), template!("package.json")),
+        ("README.md".to_owned(), template!("README.md")),
     ];
-    files.extend(
-        SDK.iter()
-            .map(|(rel, text)| ((*rel).to_owned(), (*text).to_owned())),
-    );
-    super::write_files(dir, &files)
+    lang::write_project(
+        dir,
+        name,
+        &[("__JCO__", JCO_VERSION)],
+        &templates,
+        template!("gitignore"),
+        &SDK,
+    )
 }
 
 /// Builds the project's `main` module (`app.js`, which exports `plugin`)

@@ -53,3 +53,32 @@ pub fn run(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
     let tail = lines[lines.len().saturating_sub(40)..].join("\n");
     bail!("{what} failed ({}):\n{tail}", out.status)
 }
+
+/// A new Python or JavaScript project: each template (file name, text) with `__NAME__`
+/// and `placeholders` filled in, the `.gitignore`, and the SDK's files copied verbatim.
+pub fn write_project(
+    dir: &Path,
+    name: &str,
+    placeholders: &[(&str, &str)],
+    templates: &[(String, &str)],
+    gitignore: &str,
+    sdk: &[(&str, &str)],
+) -> anyhow::Result<()> {
+    let fill = |text: &str| {
+        placeholders
+            .iter()
+            .fold(text.replace("__NAME__", name), |t, (from, to)| {
+                t.replace(from, to)
+            })
+    };
+    let mut files: Vec<(String, String)> = templates
+        .iter()
+        .map(|(file, text)| (file.clone(), fill(text)))
+        .collect();
+    files.push((".gitignore".into(), gitignore.to_owned()));
+    files.extend(
+        sdk.iter()
+            .map(|(rel, text)| ((*rel).to_owned(), (*text).to_owned())),
+    );
+    super::write_files(dir, &files)
+}

@@ -49,23 +49,21 @@ pub fn detect(dir: &Path) -> bool {
 /// empty or new directory `dir`: the handler, its pytest test, the sidecar
 /// granting exactly what the handler uses, a README and the SDK.
 pub fn scaffold(dir: &Path, name: &str) -> anyhow::Result<()> {
-    let fill = |text: &str| {
-        text.replace("__NAME__", name)
-            .replace("__COMPONENTIZE_PY__", COMPONENTIZE_PY_VERSION)
-    };
-    let mut files: Vec<(String, String)> = vec![
-        ("app.py".into(), fill(template!("app.py"))),
-        ("test_app.py".into(), fill(template!("test_app.py"))),
-        (format!("{name}.toml"), fill(template!("sidecar.toml"))),
-        ("pyproject.toml".into(), fill(template!("pyproject.toml"))),
-        ("README.md".into(), fill(template!("README.md"))),
-        (".gitignore".into(), template!("gitignore").to_owned()),
+    let templates = [
+        ("app.py".to_owned(), template!("app.py")),
+        ("test_app.py".to_owned(), template!("test_app.py")),
+        (format!("{name}.toml"), template!("sidecar.toml")),
+        ("pyproject.toml".to_owned(), template!("pyproject.toml")),
+        ("README.md".to_owned(), template!("README.md")),
     ];
-    files.extend(
-        SDK.iter()
-            .map(|(rel, text)| ((*rel).to_owned(), (*text).to_owned())),
-    );
-    super::write_files(dir, &files)
+    lang::write_project(
+        dir,
+        name,
+        &[("__COMPONENTIZE_PY__", COMPONENTIZE_PY_VERSION)],
+        &templates,
+        template!("gitignore"),
+        &SDK,
+    )
 }
 
 /// Builds `dir/app.py` into `dir/build/app.wasm` with the componentize-py
