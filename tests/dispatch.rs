@@ -415,11 +415,16 @@ async fn always_failing_event_is_parked_after_max_attempts_with_growing_backoff(
         .windows(2)
         .map(|w| w[1].duration_since(w[0]).unwrap())
         .collect();
-    assert!(gaps[0] >= Duration::from_millis(30), "{gaps:?}");
-    assert!(
-        gaps[0] < gaps[1] && gaps[1] < gaps[2],
-        "backoff must grow: {gaps:?}"
-    );
+    // Each wait is at least the policy's backoff for that attempt (30, 60, 120 ms): a
+    // lower bound, so a busy machine (which only lengthens waits) cannot fake or hide it,
+    // and without growth the third wait would be near 30 ms.
+    for (i, gap) in gaps.iter().enumerate() {
+        let backoff = Duration::from_millis(30 << i);
+        assert!(
+            *gap >= backoff,
+            "backoff must grow: wait {i} is {gap:?}, under {backoff:?}: {gaps:?}"
+        );
+    }
 
     // The consumer moved on to the next event.
     eventually("next event handled", || async {
