@@ -480,6 +480,11 @@ async fn reject_is_parked_at_once_and_traps_and_timeouts_keep_their_kind(backend
         "{}",
         dl[1].record.message
     );
+    // The consumer counts a letter right after its commit returns: wait for the third.
+    eventually("three counted", || async {
+        f.dispatcher.plugins().await[0].dead_lettered == 3
+    })
+    .await;
     let status = f.dispatcher.plugins().await;
     assert_eq!(status[0].dead_lettered, 3);
     assert!(status[0].last_error.is_some());
